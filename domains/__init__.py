@@ -1,0 +1,1 @@
+"""Domain adapters: one module per task family, each registering a ``harness.domain.Domain``."""

@@ -1,0 +1,122 @@
+"""Vector world: a synthetic domain where a model is a handful of tensors and CycleQD runs in seconds.
+
+A model has two d x d matrices and one norm vector. Task k owns a rank-2 direction T_k in the matrices
+(directions of different tasks are orthogonal). The model's *progress* on task k is the projection
+coefficient p_k = <tau, T_k> / <T_k, T_k> of its task vector tau. Each of the task's samples has a
+difficulty theta_s = 1.2 u^2 (u ~ U[0, 1], so most samples are easy) and is solved when p_k >= theta_s;
+quality = fraction solved. Expert k is base + T_k + noise: p_k ~ 1 on its own task, ~ 0 on the others.
+Because the score is concave in progress, a model that makes partial progress on every task beats every
+expert on average: the regime CycleQD is built for. The samples are split into opt / test halves.
+
+Everything (base, experts, directions, difficulties) is a deterministic function of ``world_seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from harness.merging.safetensors_io import save_state_dict
+from harness.seeding import derive_seed
+from harness.worlds import register_builder
+
+MATRICES = ("layers.0.weight", "layers.1.weight")
+NORM = "norm.weight"
+
+
+def _gen(seed: int, *label: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(derive_seed(seed, "vector_world", *label))
+    return g
+
+
+def base_weights(world_seed: int, dim: int) -> dict[str, torch.Tensor]:
+    g = _gen(world_seed, 0)
+    sd = {m: 0.1 * torch.randn(dim, dim, generator=g) for m in MATRICES}
+    sd[NORM] = torch.ones(dim)
+    return sd
+
+
+def task_directions(world_seed: int, dim: int, n_tasks: int, rank: int = 2) -> list[dict[str, torch.Tensor]]:
+    """Mutually orthogonal rank-``rank`` directions, one per task (disjoint column blocks of one basis)."""
+    if n_tasks * rank > dim:
+        raise ValueError(f"vector_world: dim {dim} too small for {n_tasks} tasks of rank {rank}")
+    g = _gen(world_seed, 1)
+    dirs: list[dict[str, torch.Tensor]] = [{} for _ in range(n_tasks)]
+    for m in MATRICES:
+        q_left, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+        q_right, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+        for k in range(n_tasks):
+            cols = slice(k * rank, (k + 1) * rank)
+            dirs[k][m] = 0.5 * q_left[:, cols] @ q_right[:, cols].T
+    return dirs
+
+
+def difficulties(world_seed: int, task_index: int, n_samples: int) -> torch.Tensor:
+    g = _gen(world_seed, 2, task_index)
+    return 1.2 * torch.rand(n_samples, generator=g, dtype=torch.float64) ** 2
+
+
+def build_vector_world(out_dir: str | Path, *, world_seed: int = 0, n_tasks: int = 3, dim: int = 32,
+                       noise: float = 0.02) -> dict[str, Path]:
+    """Write base/ and experts/task{k}/ as HF-style directories; returns {name: path}. Idempotent."""
+    out_dir = Path(out_dir)
+    base = base_weights(world_seed, dim)
+    dirs = task_directions(world_seed, dim, n_tasks)
+    paths = {"base": out_dir / "base"}
+    models = {"base": base}
+    for k in range(n_tasks):
+        g = _gen(world_seed, 3, k)
+        sd = {m: base[m] + dirs[k][m] + noise * torch.randn(dim, dim, generator=g) for m in MATRICES}
+        sd[NORM] = base[NORM] + noise * torch.randn(dim, generator=g)
+        models[f"task{k}"] = sd
+        paths[f"task{k}"] = out_dir / "experts" / f"task{k}"
+    for name, sd in models.items():
+        p = paths[name]
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "config.json").write_text(json.dumps({"model_type": "vector_world", "dim": dim,
+                                                   "world_seed": world_seed, "n_tasks": n_tasks}))
+        save_state_dict(p / "model.safetensors", sd)
+    return paths
+
+
+@register_domain("vector_world")
+class VectorWorldDomain(Domain):
+    """Task ``task_index`` of the vector world generated from ``world_seed``."""
+
+    def __init__(self, *, task, ctx, world_seed: int = 0, task_index: int = 0, n_tasks: int = 3,
+                 dim: int = 32, n_samples: int = 200):
+        super().__init__(task=task, ctx=ctx)
+        if not 0 <= task_index < n_tasks:
+            raise ValueError(f"task_index {task_index} not in [0, {n_tasks})")
+        self.base = base_weights(world_seed, dim)
+        self.direction = task_directions(world_seed, dim, n_tasks)[task_index]
+        self.norm2 = sum(float((d * d).sum()) for d in self.direction.values())
+        theta = difficulties(world_seed, task_index, n_samples)
+        perm = torch.randperm(n_samples, generator=_gen(world_seed, 4, task_index))
+        half = n_samples // 2
+        self.splits = {"opt": perm[:half], "test": perm[half:]}
+        self.theta = theta
+
+    def progress(self, state_dict: Mapping[str, torch.Tensor]) -> float:
+        dot = 0.0
+        for m, d in self.direction.items():
+            dot += float(((state_dict[m].double() - self.base[m].double()) * d.double()).sum())
+        return dot / self.norm2
+
+    def evaluate(self, state_dict, *, split: str) -> TaskResult:
+        p = self.progress(state_dict)
+        samples = []
+        for i in self.splits[split].tolist():
+            ok = p >= float(self.theta[i])
+            samples.append(SampleResult(f"{self.task}/{i}", SampleStatus.SOLVED if ok else SampleStatus.WRONG,
+                                        1.0 if ok else 0.0))
+        quality = sum(s.score for s in samples) / len(samples)
+        return TaskResult(quality, samples)
+
+
+register_builder("vector_world")(build_vector_world)

@@ -1,0 +1,1 @@
+"""Where untrusted model actions run: sandboxes (local namespaces, Docker) and SQL servers."""

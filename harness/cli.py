@@ -1,0 +1,95 @@
+"""``cycleqd`` command line: run, resume, report, merge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def _cmd_run(a) -> int:
+    from harness.runner.runner import run_from_config
+    from leaderboards.emit import main_table
+
+    run_dir, _ = run_from_config(a.config, a.overrides, run_dir=a.run_dir, overwrite=a.overwrite)
+    print(main_table(run_dir))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _cmd_resume(a) -> int:
+    from harness.runner.runner import resume_run
+    from leaderboards.emit import main_table
+
+    resume_run(a.run_dir)
+    print(main_table(a.run_dir))
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from leaderboards.emit import emit_run, main_table
+
+    written = emit_run(a.run_dir, a.generation)
+    if (Path(a.run_dir) / "results.json").exists():
+        print(main_table(a.run_dir))
+    for k, p in written.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def _cmd_merge(a) -> int:
+    from harness.merging.generalized import get_merge_method
+    from harness.merging.streaming import merge_checkpoints
+
+    params = {}
+    for kv in a.param:
+        k, _, v = kv.partition("=")
+        params[k] = tuple(float(x) for x in v.split(",")) if k == "weights" else (int(v) if k == "seed" else float(v))
+    spec = get_merge_method(a.method).spec(**params)
+    out = merge_checkpoints(a.base, a.models, spec, a.out)
+    print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cycleqd", description="CycleQD: quality-diversity model merging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="start a run from a config")
+    r.add_argument("config")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. qd.generations=50")
+    r.add_argument("--run-dir", default=None)
+    r.add_argument("--overwrite", action="store_true", help="start over in a run dir that holds a run")
+    r.set_defaults(fn=_cmd_run)
+    s = sub.add_parser("resume", help="continue a stopped or killed run exactly")
+    s.add_argument("run_dir")
+    s.set_defaults(fn=_cmd_resume)
+    t = sub.add_parser("report", help="write leaderboard tables and elite maps for a run")
+    t.add_argument("run_dir")
+    t.add_argument("--generation", type=int, default=None, help="archive snapshot for the heatmaps")
+    t.set_defaults(fn=_cmd_report)
+    m = sub.add_parser("merge", help="merge HF checkpoints (mean, task_arithmetic, ties, dare_linear, dare_ties)")
+    m.add_argument("method")
+    m.add_argument("--base", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--param", action="append", default=[], help="e.g. density=0.2, weights=0.5,0.5")
+    m.add_argument("models", nargs="+")
+    m.set_defaults(fn=_cmd_merge)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (HarnessError, ValueError, FileNotFoundError) as exc:
+        print(f"cycleqd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cycleqd: interrupted; continue with `cycleqd resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Run configuration: omegaconf structured configs, validated before any heavy work.
+
+Every problem surfaces as a one-line ``ConfigError`` that names the key (``qd.bins``, ``tasks.2.domain``),
+whether it is an unknown key, a wrong type or a bad value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.errors import ConfigError
+
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+@dataclass
+class BuilderConfig:
+    """A model-world builder that writes base + experts (e.g. the vector world, the mini world)."""
+
+    kind: str = MISSING
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    base: Optional[str] = None  # HF directory; or made by ``builder``
+    experts: dict[str, str] = field(default_factory=dict)  # expert name -> HF directory
+    builder: Optional[BuilderConfig] = None
+    cache_bytes: int = 1 << 30  # in-memory cache of materialised task vectors
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    domain: str = MISSING  # registered name or "module:Class"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QDConfig:
+    generations: int = 300
+    bins: int = 15
+    bounds: dict[str, list[float]] = field(default_factory=dict)  # task -> [lo, hi]; missing: from experts
+    bounds_scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    sampler: str = "elite"  # elite | elite_official | random
+    crossover_mu: float = 1.0
+    crossover_sigma: float = 0.03  # paper; official code: 0.01
+    mutation: str = "svd"  # svd | svd_official | gaussian | none
+    mutation_w_max: float = 0.3  # paper; official code: 0.1
+    mutation_sigma: float = 0.1
+    flip_interval: int = 1
+    mode: str = "cyclic"  # cyclic | independent (the non-cyclic ablation)
+    aggregation_temperature: float = 1.0
+
+
+@dataclass
+class RunnerConfig:
+    executor: str = "inline"  # inline | process
+    workers: int = 1  # jobs in flight
+    torch_threads: int = 1  # fixed so SVD rounding (and so every child) is identical across workers
+    snapshot_every: int = 1
+    opt_split: str = "opt"
+    test_split: str = "test"
+    allow_test_split: bool = False  # refuse to optimise on the test split unless set
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    run_dir: Optional[str] = None  # default: runs/<name>-seed<seed>
+    data_root: str = DEFAULT_DATA_ROOT  # env CYCLEQD_DATA overrides the default
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: list[TaskConfig] = field(default_factory=list)
+    qd: QDConfig = field(default_factory=QDConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{key}: {msg}" if key else msg
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> DictConfig:
+    """Schema + YAML file + ``key=value`` overrides, then validation. Raises ConfigError."""
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        parts = [schema]
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file {p} does not exist")
+            parts.append(OmegaConf.load(p))
+        if overrides:
+            for o in overrides:
+                if "=" not in o:
+                    raise ConfigError(f"override {o!r}: expected key=value")
+            parts.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(*parts)
+        if "CYCLEQD_DATA" in os.environ and cfg.data_root == DEFAULT_DATA_ROOT:
+            cfg.data_root = os.environ["CYCLEQD_DATA"]
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Semantic checks that the schema's types cannot express."""
+    if not cfg.tasks or len(cfg.tasks) < 2:
+        raise ConfigError("tasks: CycleQD needs at least 2 tasks")
+    names = [t.name for t in cfg.tasks]
+    for i, t in enumerate(cfg.tasks):
+        if OmegaConf.is_missing(t, "name") or OmegaConf.is_missing(t, "domain"):
+            raise ConfigError(f"tasks.{i}: needs both 'name' and 'domain'")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: duplicate task names {names}")
+    qd = cfg.qd
+    if qd.generations < 0:
+        raise ConfigError(f"qd.generations: must be >= 0, got {qd.generations}")
+    if qd.bins < 1:
+        raise ConfigError(f"qd.bins: must be >= 1, got {qd.bins}")
+    for t, b in qd.bounds.items():
+        if t not in names:
+            raise ConfigError(f"qd.bounds.{t}: not a task name (tasks: {names})")
+        if len(b) != 2 or not (math.isfinite(b[0]) and math.isfinite(b[1])) or b[0] >= b[1]:
+            raise ConfigError(f"qd.bounds.{t}: need [lo, hi] with lo < hi, got {list(b)}")
+    if len(qd.bounds_scale) != 2 or qd.bounds_scale[0] > qd.bounds_scale[1]:
+        raise ConfigError(f"qd.bounds_scale: need [low, high] with low <= high, got {list(qd.bounds_scale)}")
+    choices = {
+        "qd.sampler": (qd.sampler, ("elite", "elite_official", "random")),
+        "qd.mutation": (qd.mutation, ("svd", "svd_official", "gaussian", "none")),
+        "qd.mode": (qd.mode, ("cyclic", "independent")),
+        "runner.executor": (cfg.runner.executor, ("inline", "process")),
+    }
+    for key, (val, allowed) in choices.items():
+        if val not in allowed:
+            raise ConfigError(f"{key}: {val!r} is not one of {list(allowed)}")
+    if qd.flip_interval < 1:
+        raise ConfigError(f"qd.flip_interval: must be >= 1, got {qd.flip_interval}")
+    if qd.crossover_sigma < 0 or qd.mutation_w_max < 0:
+        raise ConfigError("qd.crossover_sigma / qd.mutation_w_max: must be >= 0")
+    if cfg.runner.workers < 1:
+        raise ConfigError(f"runner.workers: must be >= 1, got {cfg.runner.workers}")
+    if cfg.runner.snapshot_every < 1:
+        raise ConfigError(f"runner.snapshot_every: must be >= 1, got {cfg.runner.snapshot_every}")
+    if cfg.runner.opt_split == cfg.runner.test_split and not cfg.runner.allow_test_split:
+        raise ConfigError(
+            f"runner.opt_split: {cfg.runner.opt_split!r} is the test split; optimising on it leaks the "
+            "leaderboard (set runner.allow_test_split=true to do it anyway)"
+        )
+    m = cfg.model
+    if m.builder is None:
+        if not m.base:
+            raise ConfigError("model.base: missing (give an HF directory or a model.builder)")
+        if not m.experts:
+            raise ConfigError("model.experts: missing (give expert HF directories or a model.builder)")
+    if m.cache_bytes <= 0:
+        raise ConfigError(f"model.cache_bytes: must be > 0, got {m.cache_bytes}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def default_run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / f"{cfg.name}-seed{cfg.seed}"

@@ -1,0 +1,217 @@
+"""The run loop: ask jobs, evaluate them through an executor, tell results, checkpoint every generation.
+
+Steady state with ``runner.workers`` jobs in flight. Results are told in job order (a finished job waits
+for older ones), so the archive sequence depends only on the config and seed, never on timing: the same
+config gives the same archive with 1 worker or with N (for a given N), and a resumed run continues
+exactly. After each tell the checkpoint (archives, RNG state, counters, jobs in flight, recipes) is
+replaced atomically; on resume the jobs that were in flight are submitted again.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import default_run_dir, load_config, to_yaml
+from harness.errors import ConfigError
+from harness.qd.cycle import CycleQD, Job, QDSettings
+from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+from harness.runner.executors import make_executor
+from harness.runner.worker import make_store
+from harness.store.model_store import BASE_ID, expert_id
+
+CHECKPOINT = "checkpoint.json"
+CONFIG = "config.yaml"
+RESULTS = "results.json"
+FORMAT_VERSION = 1
+
+
+def qd_settings(cfg: DictConfig, experts: list[str]) -> QDSettings:
+    q = cfg.qd
+    return QDSettings(
+        tasks=[t.name for t in cfg.tasks], experts=experts, generations=int(q.generations), bins=int(q.bins),
+        bounds={k: tuple(v) for k, v in q.bounds.items()}, bounds_scale=tuple(q.bounds_scale),
+        sampler=q.sampler, crossover_mu=q.crossover_mu, crossover_sigma=q.crossover_sigma,
+        mutation=q.mutation, mutation_w_max=q.mutation_w_max, mutation_sigma=q.mutation_sigma,
+        flip_interval=int(q.flip_interval), mode=q.mode, aggregation_temperature=q.aggregation_temperature,
+        seed=int(cfg.seed),
+    )
+
+
+def environment_record() -> dict:
+    import numpy
+    import torch
+
+    rec = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+           "numpy": numpy.__version__, "torch_threads": torch.get_num_threads()}
+    try:
+        import subprocess
+
+        rec["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                       cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except Exception:  # noqa: BLE001 - informational only
+        rec["commit"] = None
+    return rec
+
+
+class Runner:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.store = make_store(cfg, self.run_dir)
+        self.expert_names = sorted(self.store.expert_dirs)
+        self.qd = CycleQD(qd_settings(cfg, [expert_id(e) for e in self.expert_names]), self.store.add)
+        self.pending: "OrderedDict[int, Job]" = OrderedDict()
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: DictConfig, run_dir: Path | None = None, overwrite: bool = False) -> "Runner":
+        run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+        if (run_dir / CHECKPOINT).exists() and not overwrite:
+            raise ConfigError(f"run_dir: {run_dir} already holds a run; use `cycleqd resume {run_dir}`")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / CONFIG, to_yaml(cfg).encode())
+        atomic_write_json(run_dir / "environment.json", environment_record(), indent=1)
+        runner = cls(cfg, run_dir)
+        runner.checkpoint()
+        return runner
+
+    @classmethod
+    def resume(cls, run_dir: Path) -> "Runner":
+        run_dir = Path(run_dir)
+        if not (run_dir / CHECKPOINT).exists():
+            raise ConfigError(f"run_dir: {run_dir} has no {CHECKPOINT}; nothing to resume")
+        cfg = load_config(run_dir / CONFIG)
+        runner = cls(cfg, run_dir)
+        st = read_json(run_dir / CHECKPOINT)
+        if st.get("version") != FORMAT_VERSION:
+            raise ConfigError(f"{run_dir / CHECKPOINT}: format version {st.get('version')} is not {FORMAT_VERSION}")
+        runner.store.register(st["recipes"])
+        runner.qd.load_state(st["qd"])
+        for jd in st["pending"]:
+            job = Job.from_dict(jd)
+            runner.pending[job.job_id] = job
+        return runner
+
+    # -- state --------------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        merges = {k: v for k, v in self.store.recipes.items() if v["kind"] == "merge"}
+        atomic_write_json(self.run_dir / CHECKPOINT, {
+            "version": FORMAT_VERSION,
+            "qd": self.qd.state(),
+            "pending": [j.to_dict() for j in self.pending.values()],
+            "recipes": merges,
+        })
+
+    def snapshot(self, generation: int) -> None:
+        atomic_write_json(self.run_dir / "snapshots" / f"gen_{generation:06d}.json", {
+            "generation": generation,
+            "archives": {t: a.to_dict() for t, a in self.qd.archives.items()},
+        })
+
+    # -- loop ---------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg_dict = OmegaConf.to_container(self.cfg, resolve=True)
+        executor = make_executor(cfg_dict, self.run_dir)
+        split = self.cfg.runner.opt_split
+        futures = {}
+        bar = self._progress_bar()
+        try:
+            for job in self.pending.values():  # jobs in flight when the last run stopped
+                futures[job.job_id] = executor.submit(job.model_id, self.store.lineage(job.model_id), split)
+            while True:
+                while len(self.pending) < int(self.cfg.runner.workers):
+                    job = self.qd.ask()
+                    if job is None:
+                        break
+                    self.pending[job.job_id] = job
+                    futures[job.job_id] = executor.submit(job.model_id, self.store.lineage(job.model_id), split)
+                if not self.pending:
+                    break
+                job_id, job = next(iter(self.pending.items()))
+                result = futures.pop(job_id).result()
+                del self.pending[job_id]
+                self.qd.tell(job, result["scores"], result["error"])
+                if job.kind == "child":
+                    self.qd.history[-1]["timings"] = result["timings"]
+                    if job.generation % int(self.cfg.runner.snapshot_every) == 0 or self.qd.done:
+                        self.snapshot(job.generation)
+                elif self.qd.seeded and not self.qd.generation:
+                    self.snapshot(0)
+                self.checkpoint()
+                self._update_bar(bar, job)
+            if bar is not None:
+                bar.close()
+            results = self.final_evaluation(executor)
+        finally:
+            executor.close()
+        return results
+
+    # -- final model and leaderboard ----------------------------------------------------------------
+    def final_evaluation(self, executor) -> dict:
+        """Score base, experts, each archive's best elite and the aggregated model on both splits."""
+        recipe, info = self.qd.aggregate_recipe()
+        final_id = self.store.add(recipe)
+        self.checkpoint()  # the final recipe is part of the store index from now on
+        rows = [("base", BASE_ID)] + [(f"expert:{e}", expert_id(e)) for e in self.expert_names]
+        rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
+        rows += [("cycleqd", final_id)]
+        splits = [self.cfg.runner.opt_split, self.cfg.runner.test_split]
+        table = []
+        for label, mid in rows:
+            entry = {"model": label, "model_id": mid}
+            for sp in splits:
+                res = executor.submit(mid, self.store.lineage(mid), sp).result()
+                if res["scores"] is None:
+                    entry[sp] = None
+                    entry[f"{sp}_error"] = res["error"]
+                else:
+                    entry[sp] = dict(res["scores"], avg=sum(res["scores"].values()) / len(res["scores"]))
+            table.append(entry)
+        results = {"tasks": [t.name for t in self.cfg.tasks], "splits": splits, "rows": table,
+                   "aggregation": info, "final_model_id": final_id,
+                   "archives": {t: a.to_dict()["stats"] for t, a in self.qd.archives.items()},
+                   "generations": self.qd.generation}
+        atomic_write_json(self.run_dir / RESULTS, results, indent=1)
+        self.store.export(final_id, self.run_dir / "final_model")
+        from leaderboards.emit import emit_run
+
+        emit_run(self.run_dir)
+        return results
+
+    # -- progress -----------------------------------------------------------------------------------
+    def _progress_bar(self):
+        if not self.cfg.runner.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=int(self.cfg.qd.generations), initial=self.qd.told, desc="CycleQD", unit="gen",
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def _update_bar(self, bar, job: Job) -> None:
+        if bar is None or job.kind != "child":
+            return
+        bar.update(1)
+        best = {t: f"{a.stats.obj_max:.2f}" for t, a in self.qd.archives.items()}
+        cov = {t: f"{a.stats.coverage:.0%}" for t, a in self.qd.archives.items()}
+        bar.set_postfix_str(f"active={job.active_task} best={best} cov={cov}", refresh=False)
+
+
+def run_from_config(path, overrides=None, run_dir=None, overwrite=False) -> tuple[Path, dict]:
+    cfg = load_config(path, overrides)
+    runner = Runner.create(cfg, run_dir, overwrite=overwrite)
+    return runner.run_dir, runner.run()
+
+
+def resume_run(run_dir) -> dict:
+    return Runner.resume(Path(run_dir)).run()
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / RESULTS).read_text())

@@ -1,0 +1,82 @@
+"""Evaluation of one job: materialise the model from its recipe, score it on every task.
+
+``Evaluator`` is built once per worker process from the resolved config (a plain dict, so it pickles)
+and reused for every job that worker runs. A job whose model cannot be built (NaN/Inf weights) or scored
+(a domain returned a non-finite quality) comes back *rejected* with the reason, never as a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from omegaconf import OmegaConf
+
+from harness.domain import DomainContext, build_domain
+from harness.errors import NonFiniteError
+from harness.store.model_store import ModelStore, expert_id
+
+
+def resolve_model_paths(cfg, run_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """Base and expert directories: from the config, or from the world builder (written under run_dir)."""
+    m = cfg.model
+    if m.builder is not None:
+        from harness.worlds import build_world
+
+        paths = build_world(m.builder.kind, run_dir / "world", OmegaConf.to_container(m.builder.params))
+        base = paths.pop("base")
+        return base, paths
+    return Path(m.base), {k: Path(v) for k, v in m.experts.items()}
+
+
+def make_store(cfg, run_dir: Path) -> ModelStore:
+    base, experts = resolve_model_paths(cfg, run_dir)
+    return ModelStore(base_dir=base, experts=experts, cache_bytes=int(cfg.model.cache_bytes))
+
+
+class Evaluator:
+    def __init__(self, cfg_dict: Mapping, run_dir: str | Path):
+        self.cfg = OmegaConf.create(dict(cfg_dict))
+        torch.set_num_threads(int(self.cfg.runner.torch_threads))
+        self.run_dir = Path(run_dir)
+        self.store = make_store(self.cfg, self.run_dir)
+        ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=Path(self.cfg.data_root))
+        self.domains = {
+            t.name: build_domain(t.domain, task=t.name, ctx=ctx, params=OmegaConf.to_container(t.params))
+            for t in self.cfg.tasks
+        }
+        for d in self.domains.values():
+            d.setup()
+
+    def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
+        """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...}}"""
+        self.store.register(lineage)
+        t0 = time.perf_counter()
+        try:
+            sd = self.store.state_dict(model_id)
+        except NonFiniteError as exc:
+            return {"scores": None, "error": f"rejected: {exc}", "timings": {}, "status_counts": {}}
+        timings = {"materialise": time.perf_counter() - t0}
+        scores, counts = {}, {}
+        for name, dom in self.domains.items():
+            t1 = time.perf_counter()
+            res = dom.evaluate(sd, split=split)
+            timings[f"eval:{name}"] = time.perf_counter() - t1
+            q = float(res.quality)
+            if not (math.isfinite(q) and 0.0 <= q <= 1.0):
+                return {"scores": None, "error": f"rejected: domain {name!r} returned quality {q!r}",
+                        "timings": timings, "status_counts": counts}
+            scores[name] = q
+            counts[name] = res.status_counts()
+        return {"scores": scores, "error": None, "timings": timings, "status_counts": counts}
+
+    def close(self) -> None:
+        for d in self.domains.values():
+            d.close()
+        self.store.close()
+
+
+__all__ = ["Evaluator", "make_store", "resolve_model_paths", "expert_id"]

@@ -1,0 +1,39 @@
+"""Model-world builders: functions that write a base and experts as HF directories.
+
+A builder is registered by name (``@register_builder("vector_world")``) in its domain module and returns
+``{"base": path, <expert name>: path, ...}``. Builders must be deterministic in their params and
+idempotent, so a resumed run rebuilds nothing it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from harness.errors import ConfigError
+
+_BUILDERS: dict[str, Callable[..., Mapping[str, Path]]] = {}
+
+
+def register_builder(name: str):
+    def deco(fn):
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_world(kind: str, out_dir: Path, params: Mapping[str, Any]) -> dict[str, Path]:
+    if kind not in _BUILDERS:
+        try:
+            importlib.import_module(f"domains.{kind}")
+        except ModuleNotFoundError:
+            pass
+    if kind not in _BUILDERS:
+        raise ConfigError(f"model.builder.kind: unknown builder {kind!r} (known: {sorted(_BUILDERS)})")
+    try:
+        paths = _BUILDERS[kind](out_dir, **dict(params))
+    except TypeError as exc:
+        raise ConfigError(f"model.builder.params: {exc}") from None
+    return {k: Path(v) for k, v in paths.items()}
