@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from harness.qd.operators import (
+    MutationSpec,
+    aggregate_tensor,
+    aggregation_weights,
+    crossover_tensor,
+    crossover_weights,
+    expert_svd_tensor,
+    is_matrix,
+    mutate_tensor,
+)
+from harness.seeding import tensor_generator
+
+
+def test_crossover_is_normalised_linear_merge():
+    a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -2.0]])
+    out = crossover_tensor([a, b], [1.0, 3.0])
+    assert torch.allclose(out, (1 * a + 3 * b) / 4)
+
+
+def test_crossover_weights_distribution():
+    rng = np.random.default_rng(0)
+    ws = np.array([crossover_weights(rng, 1.0, 0.03) for _ in range(4000)])
+    assert ws.mean() == pytest.approx(1.0, abs=0.003)
+    assert ws.std() == pytest.approx(0.03, rel=0.05)
+
+
+def test_svd_paper_replaces_singular_values():
+    tau = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    spec = MutationSpec(kind="svd", w_max=0.3, seed=7)
+    out = mutate_tensor("x", tau, spec)
+    u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+    w = torch.rand(s.shape, generator=tensor_generator(7, "mutation", "x")) * 0.3
+    assert torch.allclose(out, (u * (s * w)) @ vh, atol=1e-6)
+    s_out = torch.linalg.svdvals(out)
+    assert (s_out <= 0.3 * s.max() + 1e-6).all()  # every singular value scaled by w <= w_max
+
+
+def test_svd_official_adds_expert_component():
+    g = torch.Generator().manual_seed(2)
+    tau, expert = torch.randn(5, 5, generator=g), torch.randn(5, 5, generator=g)
+    svd = expert_svd_tensor(expert)
+    out = mutate_tensor("x", tau, MutationSpec(kind="svd_official", w_max=0.1, seed=3), svd)
+    u, s, vh = svd
+    w = torch.rand(s.shape, generator=tensor_generator(3, "mutation", "x")) * 0.1
+    assert torch.allclose(out, tau + (u * (s * w)) @ vh, atol=1e-6)
+
+
+def test_vectors_and_rank_one_shapes_pass_through():
+    v = torch.randn(8)
+    for kind in ("svd", "gaussian"):
+        assert mutate_tensor("n", v, MutationSpec(kind=kind, seed=1)) is v
+    assert not is_matrix(torch.zeros(1, 9)) and is_matrix(torch.zeros(2, 3, 3))
+
+
+def test_conv_like_tensor_keeps_shape():
+    t = torch.randn(4, 3, 2, 2)
+    assert mutate_tensor("c", t, MutationSpec(kind="svd", seed=0)).shape == t.shape
+
+
+def test_gaussian_scale_follows_rms():
+    t = torch.randn(200, 200)
+    out = mutate_tensor("g", t, MutationSpec(kind="gaussian", sigma=0.1, seed=0))
+    assert (out - t).std().item() == pytest.approx(0.1 * t.pow(2).mean().sqrt().item(), rel=0.05)
+
+
+def test_mutation_depends_on_seed_and_name_only():
+    t = torch.randn(5, 5)
+    s = MutationSpec(kind="svd", seed=11)
+    assert torch.equal(mutate_tensor("x", t, s), mutate_tensor("x", t, s))
+    assert not torch.equal(mutate_tensor("x", t, s), mutate_tensor("y", t, s))
+
+
+def test_aggregation_softmax():
+    b = aggregation_weights([0.5, 0.7, 0.1])
+    e = np.exp([0.5, 0.7, 0.1])
+    assert b == pytest.approx(list(e / e.sum()))
+    x, y = torch.ones(2, 2), 2 * torch.ones(2, 2)
+    assert torch.allclose(aggregate_tensor([x, y], [0.25, 0.75]), 1.75 * torch.ones(2, 2))
