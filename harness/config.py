@@ -148,8 +148,12 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: {val!r} is not one of {list(allowed)}")
     if qd.flip_interval < 1:
         raise ConfigError(f"qd.flip_interval: must be >= 1, got {qd.flip_interval}")
-    if qd.crossover_sigma < 0 or qd.mutation_w_max < 0:
-        raise ConfigError("qd.crossover_sigma / qd.mutation_w_max: must be >= 0")
+    for key in ("crossover_mu", "crossover_sigma", "mutation_w_max", "mutation_sigma", "aggregation_temperature"):
+        v = float(qd[key])
+        if not math.isfinite(v) or (key != "crossover_mu" and v < 0):
+            raise ConfigError(f"qd.{key}: must be a finite number >= 0, got {v}")
+    if qd.aggregation_temperature == 0:
+        raise ConfigError("qd.aggregation_temperature: must be > 0")
     if cfg.runner.workers < 1:
         raise ConfigError(f"runner.workers: must be >= 1, got {cfg.runner.workers}")
     if cfg.runner.snapshot_every < 1:

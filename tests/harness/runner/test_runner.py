@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from harness.config import load_config
+from harness.errors import ConfigError
+from harness.runner.checkpoint import read_json
+from harness.runner.runner import Runner, run_from_config
+from tests.conftest import VECTOR_WORLD
+
+QUICK = ["qd.generations=60", "runner.progress=false"]
+
+
+def final_archives(run_dir):
+    return read_json(run_dir / "checkpoint.json")["qd"]["archives"]
+
+
+def test_vector_world_cycleqd_does_its_job(tmp_path):
+    run_dir, res = run_from_config(VECTOR_WORLD, ["qd.generations=150", "runner.progress=false"],
+                                   run_dir=tmp_path / "r")
+    rows = {r["model"]: r for r in res["rows"]}
+    experts = [r for name, r in rows.items() if name.startswith("expert:")]
+    cyc = rows["cycleqd"]
+    for sp in ("opt", "test"):
+        assert all(cyc[sp]["avg"] > e[sp]["avg"] + 0.1 for e in experts), sp
+    # archives fill beyond the three seeds
+    assert all(a["num_elites"] > 3 for a in res["archives"].values())
+    for name in ("config.yaml", "environment.json", "results.json", "snapshots/gen_000000.json",
+                 "snapshots/gen_000150.json", "final_model/model.safetensors", "leaderboard/leaderboard.md",
+                 "leaderboard/progress.png"):
+        assert (run_dir / name).exists(), name
+    assert len(list((run_dir / "leaderboard").glob("elite_map_*.png"))) == 3
+
+
+def test_same_seed_same_archive_other_seed_differs(tmp_path):
+    a, _ = run_from_config(VECTOR_WORLD, QUICK, run_dir=tmp_path / "a")
+    b, _ = run_from_config(VECTOR_WORLD, QUICK, run_dir=tmp_path / "b")
+    c, _ = run_from_config(VECTOR_WORLD, QUICK + ["seed=1"], run_dir=tmp_path / "c")
+    assert final_archives(a) == final_archives(b)
+    assert final_archives(a) != final_archives(c)
+
+
+def test_process_pool_is_deterministic_for_its_worker_count(tmp_path):
+    over = QUICK + ["qd.generations=24", "runner.executor=process", "runner.workers=2"]
+    a, _ = run_from_config(VECTOR_WORLD, over, run_dir=tmp_path / "a")
+    b, _ = run_from_config(VECTOR_WORLD, [o.replace("executor=process", "executor=inline") for o in over],
+                           run_dir=tmp_path / "b")
+    assert final_archives(a) == final_archives(b)  # 2 in flight, in processes or inline: same sequence
+
+
+def test_nan_children_are_rejected_and_recorded(tmp_path):
+    run_dir, res = run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=6", "qd.mutation=gaussian",
+                                                          "qd.mutation_sigma=1e300"], run_dir=tmp_path / "r")
+    hist = read_json(run_dir / "checkpoint.json")["qd"]["history"]
+    children = [h for h in hist if h["kind"] == "child"]
+    assert len(children) == 6 and all(h["error"].startswith("rejected:") and "NaN" in h["error"] for h in children)
+    assert all(a["num_elites"] == 3 for a in res["archives"].values())  # only the experts
+
+
+def test_refuses_to_optimise_on_test_split():
+    with pytest.raises(ConfigError, match="runner.opt_split: 'test' is the test split"):
+        load_config(VECTOR_WORLD, ["runner.opt_split=test"])
+    load_config(VECTOR_WORLD, ["runner.opt_split=test", "runner.allow_test_split=true"])
+
+
+@pytest.mark.parametrize("override,match", [
+    (["qd.bogus=1"], r"qd\.bogus"),
+    (["qd.bins=0"], r"qd\.bins: must be >= 1"),
+    (["qd.bins=abc"], r"qd\.bins"),
+    (["qd.bounds.task0=[0.5,0.2]"], r"qd\.bounds\.task0: need \[lo, hi\] with lo < hi"),
+    (["qd.sampler=best"], r"qd\.sampler: 'best' is not one of"),
+    (["runner.workers=0"], r"runner\.workers"),
+])
+def test_bad_config_one_line_error(override, match):
+    with pytest.raises(ConfigError, match=match) as ei:
+        load_config(VECTOR_WORLD, override)
+    assert "\n" not in str(ei.value)
+
+
+def test_missing_expert_directory_is_named(tmp_path):
+    from domains.vector_world import build_vector_world
+
+    paths = build_vector_world(tmp_path / "world")
+    cfg = load_config(VECTOR_WORLD, QUICK)
+    cfg.model.builder = None
+    cfg.model.base = str(paths["base"])
+    cfg.model.experts = {"task0": str(paths["task0"]), "x": str(tmp_path / "missing")}
+    with pytest.raises(Exception, match=r"model\.experts\.x: directory .*missing does not exist"):
+        Runner.create(cfg, tmp_path / "run")
+
+
+def test_refuses_to_clobber_an_existing_run(tmp_path):
+    run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=2"], run_dir=tmp_path / "r")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_from_config(VECTOR_WORLD, QUICK, run_dir=tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["generations"] == 2
+
+
+def test_non_finite_operator_setting_is_a_config_error():
+    with pytest.raises(ConfigError, match="qd.mutation_sigma: must be a finite number"):
+        load_config(VECTOR_WORLD, ["qd.mutation_sigma=inf"])

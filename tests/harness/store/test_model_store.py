@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from harness.errors import CheckpointError, NonFiniteError
+from harness.store.model_store import BASE_ID, ModelStore, expert_id, recipe_id
+from tests.conftest import toy_state_dict, write_model
+
+
+def store_for(tm, cache_bytes=1 << 20):
+    return ModelStore(base_dir=tm["base"], experts={"e1": tm["e1"], "e2": tm["e2"]}, cache_bytes=cache_bytes)
+
+
+def child(parents, weights, seed, kind="svd"):
+    return {"kind": "merge", "parents": parents, "weights": weights, "normalize": True,
+            "mutation": {"kind": kind, "w_max": 0.3, "sigma": 0.1, "seed": seed}, "svd_expert": None}
+
+
+def test_expert_task_vector_and_state_dict(toy_models):
+    s = store_for(toy_models)
+    sd = toy_models["sd"]
+    tv = s.task_vector(expert_id("e1"))
+    assert torch.allclose(tv["a.weight"], sd["e1"]["a.weight"] - sd["base"]["a.weight"])
+    assert torch.allclose(s.state_dict(expert_id("e1"))["a.weight"], sd["e1"]["a.weight"])
+    assert all(torch.count_nonzero(v) == 0 for v in s.task_vector(BASE_ID).values())
+
+
+def test_child_rebuilt_bit_identical_after_eviction(toy_models):
+    s = store_for(toy_models)
+    c1 = s.add(child([expert_id("e1"), expert_id("e2")], [1.02, 0.97], 5))
+    c2 = s.add(child([c1, expert_id("e2")], [0.99, 1.01], 6))
+    first = {k: v.clone() for k, v in s.task_vector(c2).items()}
+    fresh = store_for(toy_models, cache_bytes=1)  # caches nothing: every call rebuilds the lineage
+    fresh.register(s.lineage(c2))
+    again = fresh.task_vector(c2)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert fresh.materialisations >= 4  # c2, c1 and both experts were rebuilt
+
+
+def test_recipe_ids_are_content_addresses(toy_models):
+    s = store_for(toy_models)
+    r = child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 1)
+    assert s.add(r) == s.add(dict(r)) == recipe_id(r)
+    assert s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 2)) != recipe_id(r)
+
+
+def test_cache_is_bounded_in_bytes(toy_models):
+    one = sum(v.numel() * 4 for v in toy_state_dict(0).values() if v.dim())
+    s = store_for(toy_models, cache_bytes=2 * one + 10)
+    ids = [s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], i)) for i in range(6)]
+    for i in ids:
+        s.task_vector(i)
+    assert len(s.cached_ids()) == 2 and s._cached_bytes <= s.cache_bytes
+    assert s.cached_ids()[-1] == ids[-1]  # least recently used goes first
+
+
+def test_deep_lineage_without_recursion_limit(toy_models):
+    s = store_for(toy_models, cache_bytes=1)
+    prev = expert_id("e1")
+    for i in range(1500):
+        prev = s.add({"kind": "merge", "parents": [prev, expert_id("e2")], "weights": [1.0, 0.0],
+                      "normalize": True, "mutation": None, "svd_expert": None})
+    assert torch.allclose(s.task_vector(prev)["a.weight"], s.task_vector(expert_id("e1"))["a.weight"])
+
+
+def test_nan_child_is_rejected_with_name(toy_models):
+    s = store_for(toy_models)
+    bad = s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 1, kind="gaussian")
+                | {"mutation": {"kind": "gaussian", "w_max": 0.3, "sigma": float("inf"), "seed": 1}})
+    with pytest.raises(NonFiniteError, match=f"model {bad}: tensor 'a.weight'"):
+        s.task_vector(bad)
+
+
+def test_missing_and_incompatible_experts(toy_models, tmp_path):
+    with pytest.raises(CheckpointError, match="model.experts.x: directory .* does not exist"):
+        ModelStore(base_dir=toy_models["base"], experts={"x": tmp_path / "nope"})
+    bad = write_model(tmp_path / "bad", toy_state_dict(1, {"a.weight": (6, 5), "b.weight": (4, 4), "norm.weight": (6,)}))
+    with pytest.raises(CheckpointError, match="'norm.weight' has shape"):
+        ModelStore(base_dir=toy_models["base"], experts={"bad": bad})
+
+
+def test_export_round_trip(toy_models, tmp_path):
+    s = store_for(toy_models)
+    c = s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 3))
+    out = s.export(c, tmp_path / "hf")
+    from harness.merging.safetensors_io import CheckpointReader
+
+    with CheckpointReader(out) as r:
+        sd = s.state_dict(c)
+        assert all(torch.equal(r.read(k), sd[k]) for k in sd)
+    assert (out / "config.json").exists() and (out / "cycleqd_recipe.json").exists()
