@@ -52,15 +52,17 @@ def merge_checkpoints(
             check_compatible(base, m)
         copy_side_files(Path(base_dir), out_dir)
         names = base.keys()
+        largest = max((base.meta(k).nbytes for k in names), default=0)
+        scratch = [torch.empty(largest, dtype=torch.uint8) for _ in range(len(models) + 1)]
         out_path = out_dir / "model.safetensors"
         with SafetensorsWriter(out_path, {k: (base.meta(k).dtype, base.meta(k).shape) for k in names},
                                metadata={"format": "pt"}) as writer:
             for name in names:
-                b = base.read(name)
+                b = base.read(name, scratch[0])
                 if not b.is_floating_point():
                     writer.write(name, b)
                     continue
-                writer.write(name, _merge_one(name, b, models, spec).to(b.dtype))
+                writer.write(name, _merge_one(name, b, models, spec, scratch[1:]).to(b.dtype))
         return out_path
     finally:
         base.close()
@@ -76,7 +78,8 @@ def _linear_coefficients(spec: MergeSpec, n: int) -> list[float]:
     return [spec.scale * w / total for w in weights]
 
 
-def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader], spec: MergeSpec) -> torch.Tensor:
+def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader], spec: MergeSpec,
+               scratch: Sequence[torch.Tensor]) -> torch.Tensor:
     """One parameter of the merged model (float32).
 
     Linear merges (no sparsifier, no consensus) are rewritten as ``(1 - sum c_i) base + sum c_i theta_i``
@@ -86,8 +89,8 @@ def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader]
         coefs = _linear_coefficients(spec, len(models))
         out = base.float()  # base was freshly read for this call: safe to work in place
         out.mul_(1.0 - sum(coefs))
-        for c, m in zip(coefs, models):
-            out.add_(m.read(name).float(), alpha=c)
+        for c, m, buf in zip(coefs, models, scratch):
+            out.add_(m.read(name, buf).float(), alpha=c)
         return out
     bf = base.float()
     taus = [m.read(name).float().sub_(bf) for m in models]
