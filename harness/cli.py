@@ -80,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options too (`run CONFIG --run-dir D qd.bins=10`)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if args.cmd != "run" and overrides or len(overrides) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in overrides or args.cmd != 'run')}")
+    if args.cmd == "run":
+        args.overrides = list(args.overrides) + overrides
     try:
         return args.fn(args)
     except (HarnessError, ValueError, FileNotFoundError) as exc:

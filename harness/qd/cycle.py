@@ -140,7 +140,10 @@ class CycleQD:
 
     # -- tell ---------------------------------------------------------------------------------------
     def tell(self, job: Job, scores: Mapping[str, float] | None, error: str | None = None) -> dict[str, int]:
-        """Record a job's result. ``scores=None`` (with ``error``) rejects the job: nothing is inserted."""
+        """Record a job's result; returns {task: AddStatus} for a child (for the last expert: {task: elites}).
+
+        ``scores=None`` (with ``error``) rejects the job: nothing is inserted, the reason is kept in history.
+        """
         if scores is not None:
             missing = [t for t in self.s.tasks if t not in scores]
             if missing:
@@ -150,16 +153,15 @@ class CycleQD:
             if scores is None:
                 raise RuntimeError(f"expert {job.model_id} could not be evaluated: {error}")
             self.seed_scores[job.model_id] = scores
-            statuses = {}
-            if len(self.seed_scores) == len(self.s.experts):
-                self._build_archives()
-                for e in self.s.experts:
-                    for t, a in self.archives.items():
-                        statuses_e = a.add(e, self.seed_scores[e], 0)
-                        if e == job.model_id:
-                            statuses[t] = int(statuses_e)
             self.history.append({"job": job.job_id, "kind": "seed", "model": job.model_id, "scores": scores})
-            return statuses
+            if len(self.seed_scores) < len(self.s.experts):
+                return {}
+            # Bounds may depend on every expert's scores, so the archives exist only once all are in.
+            self._build_archives()
+            for e in self.s.experts:
+                for a in self.archives.values():
+                    a.add(e, self.seed_scores[e], 0)
+            return {t: len(a) for t, a in self.archives.items()}
         self.told += 1
         statuses: dict[str, int] = {}
         if scores is not None:

@@ -160,6 +160,10 @@ class Runner:
         final_id = self.store.add(recipe)
         self.checkpoint()  # the final recipe is part of the store index from now on
         rows = [("base", BASE_ID)] + [(f"expert:{e}", expert_id(e)) for e in self.expert_names]
+        mean_id = self.store.add({"kind": "merge", "parents": [expert_id(e) for e in self.expert_names],
+                                  "weights": [1.0] * len(self.expert_names), "normalize": True,
+                                  "mutation": None, "svd_expert": None})
+        rows += [("mean_merge", mean_id)]
         rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
         rows += [("cycleqd", final_id)]
         splits = [self.cfg.runner.opt_split, self.cfg.runner.test_split]

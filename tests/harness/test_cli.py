@@ -29,3 +29,11 @@ def test_merge_command(tmp_path, capsys):
     assert (tmp_path / "o" / "model.safetensors").exists()
     assert main(["merge", "ties", "--base", str(b), "--out", str(tmp_path / "o2"), "--param", "p=1", str(e)]) == 2
     assert "unknown parameter 'p'" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    rd = tmp_path / "r"
+    assert main(["run", str(VECTOR_WORLD), "--run-dir", str(rd), "qd.generations=3", "runner.progress=false"]) == 0
+    assert "generations: 3" in (rd / "config.yaml").read_text()
+    with pytest.raises(SystemExit):
+        main(["report", str(rd), "qd.bins=3"])
