@@ -52,7 +52,7 @@ class QDConfig:
     sampler: str = "elite"  # elite | elite_official | random
     crossover_mu: float = 1.0
     crossover_sigma: float = 0.03  # paper; official code: 0.01
-    mutation: str = "svd"  # svd | svd_official | gaussian | none
+    mutation: str = "svd"  # svd | svd_additive | svd_official | gaussian | none
     mutation_w_max: float = 0.3  # paper; official code: 0.1
     mutation_sigma: float = 0.1
     flip_interval: int = 1
@@ -139,7 +139,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"qd.bounds_scale: need [low, high] with low <= high, got {list(qd.bounds_scale)}")
     choices = {
         "qd.sampler": (qd.sampler, ("elite", "elite_official", "random")),
-        "qd.mutation": (qd.mutation, ("svd", "svd_official", "gaussian", "none")),
+        "qd.mutation": (qd.mutation, ("svd", "svd_additive", "svd_official", "gaussian", "none")),
         "qd.mode": (qd.mode, ("cyclic", "independent")),
         "runner.executor": (cfg.runner.executor, ("inline", "process")),
     }

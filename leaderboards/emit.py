@@ -73,11 +73,18 @@ def heatmap(archive: dict, out_path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.6, 4.0) if dims == 2 else (5, 1.6))
     im = ax.imshow(grid.T if dims == 2 else grid, origin="lower", cmap="viridis", vmin=0.0,
                    vmax=max(1e-9, np.nanmax(grid)) if np.isfinite(grid).any() else 1.0, aspect="auto")
-    lo0, hi0 = archive["bounds"][axes[0]]
-    ax.set_xlabel(f"{axes[0]} [{lo0:.2f}, {hi0:.2f}]")
+    # ticks at bin edges, labelled with the behaviour score there (cells span [edge_i, edge_i+1])
+    ticks = np.linspace(-0.5, bins - 0.5, 6)
+
+    def label_axis(set_ticks, set_labels, set_label, task):
+        lo, hi = archive["bounds"][task]
+        set_ticks(ticks)
+        set_labels([f"{lo + (t + 0.5) / bins * (hi - lo):.2f}" for t in ticks])
+        set_label(f"score on {task}")
+
+    label_axis(ax.set_xticks, ax.set_xticklabels, ax.set_xlabel, axes[0])
     if dims == 2:
-        lo1, hi1 = archive["bounds"][axes[1]]
-        ax.set_ylabel(f"{axes[1]} [{lo1:.2f}, {hi1:.2f}]")
+        label_axis(ax.set_yticks, ax.set_yticklabels, ax.set_ylabel, axes[1])
     else:
         ax.set_yticks([])
     ax.set_title(title, fontsize=9)

@@ -39,9 +39,14 @@ def is_matrix(t: torch.Tensor) -> bool:
 
 @dataclass(frozen=True)
 class MutationSpec:
-    """kind: none | svd (paper: replace S by S*w) | svd_official (add U diag(w*S_e) V^T of the active
-    task's expert) | gaussian (add sigma * rms(tau) * N(0, 1)). ``w_max`` for the SVD kinds, ``sigma`` for
-    gaussian. ``seed`` is the job's mutation seed."""
+    """kind: none | svd (paper, as the design notes state it: replace S by S*w) | svd_additive (the child's
+    own components added back, S -> S*(1+w)) | svd_official (add U diag(w*S_e) V^T of the active task's
+    expert) | gaussian (add sigma * rms(tau) * N(0, 1)). ``w_max`` for the SVD kinds, ``sigma`` for
+    gaussian. ``seed`` is the job's mutation seed.
+
+    Note: with w ~ U[0, w_max] and w_max = 0.3, ``svd`` keeps at most 30% of every singular direction of
+    the crossover's task vector, so every child lies near the base model; ``svd_additive`` is the reading
+    under which a child keeps its parents' skills (see README, "SVD mutation")."""
 
     kind: str = "svd"
     w_max: float = 0.3
@@ -71,6 +76,10 @@ def mutate_tensor(name: str, tau: torch.Tensor, spec: MutationSpec,
         u, s, vh = torch.linalg.svd(_as_matrix(tau.float()), full_matrices=False)
         w = torch.rand(s.shape, generator=gen, dtype=torch.float32) * spec.w_max
         return ((u * (s * w)) @ vh).reshape(tau.shape)
+    if spec.kind == "svd_additive":
+        u, s, vh = torch.linalg.svd(_as_matrix(tau.float()), full_matrices=False)
+        w = torch.rand(s.shape, generator=gen, dtype=torch.float32) * spec.w_max
+        return tau + ((u * (s * w)) @ vh).reshape(tau.shape)
     if spec.kind == "svd_official":
         if expert_svd is None:
             raise ValueError(f"svd_official mutation of {name!r} needs the active expert's SVD")
@@ -80,7 +89,7 @@ def mutate_tensor(name: str, tau: torch.Tensor, spec: MutationSpec,
     raise AssertionError(spec.kind)
 
 
-MUTATIONS = ("none", "svd", "svd_official", "gaussian")
+MUTATIONS = ("none", "svd", "svd_additive", "svd_official", "gaussian")
 
 
 def expert_svd_tensor(tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

@@ -39,6 +39,14 @@ def test_svd_paper_replaces_singular_values():
     assert (s_out <= 0.3 * s.max() + 1e-6).all()  # every singular value scaled by w <= w_max
 
 
+def test_svd_additive_scales_singular_values_up():
+    tau = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    out = mutate_tensor("x", tau, MutationSpec(kind="svd_additive", w_max=0.3, seed=7))
+    u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+    w = torch.rand(s.shape, generator=tensor_generator(7, "mutation", "x")) * 0.3
+    assert torch.allclose(out, (u * (s * (1 + w))) @ vh, atol=1e-5)
+
+
 def test_svd_official_adds_expert_component():
     g = torch.Generator().manual_seed(2)
     tau, expert = torch.randn(5, 5, generator=g), torch.randn(5, 5, generator=g)

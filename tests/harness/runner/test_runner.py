@@ -23,8 +23,9 @@ def test_vector_world_cycleqd_does_its_job(tmp_path):
     cyc = rows["cycleqd"]
     for sp in ("opt", "test"):
         assert all(cyc[sp]["avg"] > e[sp]["avg"] + 0.1 for e in experts), sp
+        assert cyc[sp]["avg"] > rows["mean_merge"][sp]["avg"] + 0.1, sp  # the search, not just merging
     # archives fill beyond the three seeds
-    assert all(a["num_elites"] > 3 for a in res["archives"].values())
+    assert all(a["num_elites"] > 20 for a in res["archives"].values())
     for name in ("config.yaml", "environment.json", "results.json", "snapshots/gen_000000.json",
                  "snapshots/gen_000150.json", "final_model/model.safetensors", "leaderboard/leaderboard.md",
                  "leaderboard/progress.png"):
