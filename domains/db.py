@@ -1,0 +1,233 @@
+"""AgentBench DB (DBBench): the model operates a SQL database over multi-turn chat.
+
+Protocol, to the letter of AgentBench v0.2 (see ../shared/design/benchmark-protocols.md): user =
+instruction, assistant = "Ok.", user = "{description}\\n{add_description}". Each reply is searched for
+"Action: (.*?)\\n"; "Operation" executes the first ```sql block (newlines -> spaces) and sends back
+``str(rows)`` (or the error) cut at 800 characters + "[TRUNCATED]"; anything else must carry
+"\\nFinal Answer:(.*)". At most ``max_round`` operations. INSERT / UPDATE judged by the MySQL md5 of the
+table after the episode (whatever the episode's end), questions by AgentBench's list comparison with a
+safe literal parser instead of ``eval``. Quality = overall_cat_accuracy (mean of SELECT, INSERT, UPDATE).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec, get_backend
+from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from harness.episodes import Agent, ChatRequest, Episode, ScriptedAgent, load_jsonl, run_episodes, split_indices
+
+MODIFY = ("INSERT", "UPDATE", "DELETE")
+OBS_LIMIT = 800
+_ACTION = re.compile(r"Action: (.*?)\n")
+_SQL = re.compile(r"```sql\n([\s\S]*?)\n```")
+_FINAL = re.compile(r"\nFinal Answer:(.*)")
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def category(sample: dict) -> str:
+    t = sample["type"][0]
+    return t if t in ("INSERT", "UPDATE") else "SELECT"  # DELETE counts with SELECT, as in AgentBench
+
+
+def truncate_observation(text: str) -> str:
+    return text[:OBS_LIMIT] + "[TRUNCATED]" if len(text) > OBS_LIMIT else text
+
+
+def parse_answer_list(answer: str) -> list:
+    """AgentBench's ``list(eval(answer))`` with a literal parser; unparseable -> the whole string."""
+    try:
+        return list(ast.literal_eval(answer))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return [answer]
+
+
+def question_correct(answer: str, label: Sequence[Any]) -> bool:
+    ans, cor = parse_answer_list(answer), list(label)
+    if len(ans) == 1 and len(cor) == 1:
+        try:
+            return float(ans[0]) == float(cor[0])
+        except (ValueError, TypeError, OverflowError):
+            return ans[0] == cor[0]
+    try:
+        return set(ans) == set(cor)
+    except TypeError:  # unhashable items
+        return False
+
+
+def expected_md5(sample: dict) -> str:
+    m = _MD5.search(sample.get("answer_md5", ""))
+    if not m:
+        raise ValueError(f"sample has no md5 in answer_md5: {sample.get('answer_md5')!r}")
+    return m.group(0)
+
+
+class DBEpisode(Episode):
+    def __init__(self, sample_id: str, sample: dict, backend: SQLBackend, instruction: str, max_round: int):
+        self.sample_id, self.sample = sample_id, sample
+        self.max_round = max_round
+        self.table = TableSpec.from_sample(sample["table"])
+        self.messages = [
+            {"role": "user", "content": instruction},
+            {"role": "assistant", "content": "Ok."},
+            {"role": "user", "content": f"{sample['description']}\n{sample['add_description']}"},
+        ]
+        self.rounds = 0
+        self.done = False
+        self.turn = 0
+        self.result: SampleResult | None = None
+        self.db: SQLDatabase | None = None
+        try:
+            self.db = backend.create(self.table, tag=sample_id)
+        except TableBuildError as exc:
+            self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
+
+    def request(self) -> ChatRequest:
+        return ChatRequest(self.sample_id, list(self.messages), self.sample, self.turn)
+
+    def step(self, reply: str) -> None:
+        self.messages.append({"role": "assistant", "content": reply})
+        action = _ACTION.search(reply)
+        if action and action.group(1) == "Operation":
+            sql = _SQL.search(reply)
+            if not sql:
+                return self._judge("", SampleStatus.INVALID_ACTION)
+            statement = sql.group(1).strip().replace("\n", " ")
+            obs = truncate_observation(self.db.execute(statement).observation())
+            self.messages.append({"role": "user", "content": obs})
+            self.rounds += 1
+            if self.rounds >= self.max_round:
+                self._judge("", SampleStatus.TURN_LIMIT)
+            return
+        final = _FINAL.search(reply)
+        if final:
+            self._judge(final.group(1), None)
+        else:
+            self._judge("", SampleStatus.INVALID_ACTION)
+
+    def _judge(self, answer: str, failure: SampleStatus | None) -> None:
+        detail: dict[str, Any] = {"type": self.sample["type"][0], "category": category(self.sample),
+                                  "answer": answer, "rounds": self.rounds}
+        if self.sample["type"][0] in MODIFY:
+            want = expected_md5(self.sample)
+            try:
+                got = self.db.table_md5(self.table)
+            except Exception as exc:  # noqa: BLE001 - the model may have dropped or broken the table
+                got = f"error: {exc}"
+            detail.update(md5=got, expected_md5=want)
+            ok = got == want
+        else:
+            detail["label"] = self.sample["label"]
+            ok = failure is None and question_correct(answer, self.sample["label"])
+        status = SampleStatus.SOLVED if ok else (failure or SampleStatus.WRONG)
+        self._finish(status, 1.0 if ok else 0.0, detail)
+
+    def _finish(self, status: SampleStatus, score: float, detail: dict) -> None:
+        self.result = SampleResult(self.sample_id, status, score, detail)
+        self.done = True
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def overall_cat_accuracy(results: Sequence[SampleResult]) -> tuple[float, dict[str, float]]:
+    by: dict[str, list[float]] = {}
+    by_type: dict[str, list[float]] = {}
+    for r in results:
+        by.setdefault(r.detail.get("category", "SELECT"), []).append(r.score)
+        by_type.setdefault(r.detail.get("type", "?"), []).append(r.score)
+    cats = {k: sum(v) / len(v) for k, v in by.items()}
+    per_type = {k: sum(v) / len(v) for k, v in by_type.items()}
+    overall = sum(cats.values()) / len(cats) if cats else 0.0
+    return overall, {**{f"cat:{k}": v for k, v in cats.items()}, **{f"type:{k}": v for k, v in per_type.items()}}
+
+
+def gold_policy(sample: dict, turn: int, messages) -> str:
+    """Replay: execute label[0] for modifications, answer the label for questions."""
+    if sample["type"][0] in MODIFY:
+        if turn == 0:
+            return f"The reference statement.\nAction: Operation\n```sql\n{sample['label'][0]}\n```"
+        return 'Done.\nAction: Answer\nFinal Answer: ["none"]'
+    return "I know it.\nAction: Answer\nFinal Answer: " + json.dumps(sample["label"], ensure_ascii=False)
+
+
+WRONG_POLICIES = {
+    "zero": lambda s, t, m: 'Action: Answer\nFinal Answer: ["0"]',
+    "garbage": lambda s, t, m: "SELECT banana FROM nowhere; ```sql``` Final answer maybe?",
+    "never_act": lambda s, t, m: "Let me think about it.\nAction: Operation\n```sql\nSELECT 1\n```",
+}
+
+
+@register_domain("db")
+class DBDomain(Domain):
+    """DBBench over a SQL backend (sqlite by default, or mariadb)."""
+
+    def __init__(self, *, task, ctx, data: str = "agentbench_db/dbbench.jsonl",
+                 instruction: str = "prompts/dbbench_instruction.txt", backend: str = "sqlite",
+                 backend_params: dict | None = None, max_round: int = 5, batch_size: int = 64,
+                 limit: int | None = None, engine: dict | None = None):
+        super().__init__(task=task, ctx=ctx)
+        root = Path(ctx.data_root) if ctx.data_root else Path(".")
+        self.data_path = Path(data) if Path(data).is_absolute() else root / data
+        self.instruction_path = Path(instruction) if Path(instruction).is_absolute() else root / instruction
+        self.backend_kind, self.backend_params = backend, dict(backend_params or {})
+        self.max_round, self.batch_size, self.limit = max_round, batch_size, limit
+        self.engine_cfg = engine
+        self.backend: SQLBackend | None = None
+        self._samples: list[dict] | None = None
+
+    def setup(self) -> None:
+        self.samples()
+        self.instruction = self.instruction_path.read_text()
+        self.backend = get_backend(self.backend_kind, **self.backend_params)
+
+    def samples(self) -> list[dict]:
+        if self._samples is None:
+            rows = load_jsonl(self.data_path)
+            for i, r in enumerate(rows):
+                missing = [k for k in ("description", "add_description", "type", "table", "label") if k not in r]
+                if missing:
+                    raise ValueError(f"{self.data_path}:{i + 1}: sample lacks {missing[0]!r}")
+            self._samples = rows[: self.limit] if self.limit else rows
+        return self._samples
+
+    def split(self, name: str) -> list[int]:
+        n = len(self.samples())
+        if name == "all":
+            return list(range(n))
+        return split_indices(n, self.ctx.seed, f"db:{self.data_path.name}")[name]
+
+    def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
+        if self.backend is None:
+            self.setup()
+        samples = self.samples()
+        idx = list(range(len(samples))) if indices is None else list(indices)
+        eps = [DBEpisode(f"db/{i}", samples[i], self.backend, self.instruction, self.max_round) for i in idx]
+        run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size, progress=progress,
+                     desc=f"{self.task}")
+        results = [e.result for e in eps]
+        quality, _ = overall_cat_accuracy(results)
+        return TaskResult(quality, results)
+
+    def evaluate(self, state_dict, *, split: str) -> TaskResult:
+        from harness.engines import engine_agent
+
+        return self.run(engine_agent(self.engine_cfg, state_dict, stop=None), self.split(split))
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def scripted_agent(kind: str) -> Agent:
+    if kind == "gold":
+        return ScriptedAgent(gold_policy)
+    if kind in WRONG_POLICIES:
+        return ScriptedAgent(WRONG_POLICIES[kind])
+    raise ValueError(f"db: unknown scripted agent {kind!r} (gold | {' | '.join(WRONG_POLICIES)})")

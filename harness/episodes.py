@@ -1,0 +1,119 @@
+"""Multi-turn episodes driven in batches, and the agents that answer them.
+
+Every live episode's next turn goes to the agent in one batch (an LLM engine generates them together);
+finished episodes drop out. An agent is anything with ``respond(requests) -> replies``: an engine wrapper
+for models, or a scripted agent (gold replay, wrong answers) that proves the protocol, env and judge.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from tqdm import tqdm
+
+
+@dataclass
+class ChatRequest:
+    sample_id: str
+    messages: list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+    sample: dict  # the raw sample; only scripted agents may look at it
+    turn: int  # 0-based index of the agent turn being asked for
+
+
+class Agent(ABC):
+    @abstractmethod
+    def respond(self, requests: Sequence[ChatRequest]) -> list[str]:
+        """One reply per request, in order."""
+
+    def close(self) -> None:  # noqa: B027
+        pass
+
+
+class Episode(ABC):
+    """One sample's conversation with its environment. ``done`` once judged."""
+
+    sample_id: str
+    sample: dict
+    done: bool = False
+    turn: int = 0
+
+    @abstractmethod
+    def request(self) -> ChatRequest: ...
+
+    @abstractmethod
+    def step(self, reply: str) -> None:
+        """Consume the agent's reply: act in the environment, extend the conversation or finish."""
+
+    def close(self) -> None:  # noqa: B027
+        pass
+
+
+def run_episodes(episodes: Iterable[Episode], agent: Agent, *, batch_size: int = 64, progress: bool = False,
+                 desc: str = "episodes") -> None:
+    """Drive episodes to completion, at most ``batch_size`` live at once (each may hold an env)."""
+    pending = list(episodes)
+    live: list[Episode] = []
+    bar = tqdm(total=len(pending), desc=desc, disable=not progress, leave=False)
+    try:
+        while pending or live:
+            while pending and len(live) < batch_size:
+                live.append(pending.pop(0))
+            replies = agent.respond([e.request() for e in live])
+            if len(replies) != len(live):
+                raise RuntimeError(f"agent returned {len(replies)} replies for {len(live)} requests")
+            for e, r in zip(live, replies):
+                e.step(r)
+                e.turn += 1
+            for e in [e for e in live if e.done]:
+                e.close()
+                bar.update(1)
+            live = [e for e in live if not e.done]
+    finally:
+        for e in live + pending:
+            e.close()
+        bar.close()
+
+
+class ScriptedAgent(Agent):
+    """Replies computed from the sample alone: ``policy(sample, turn, messages) -> str``."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def respond(self, requests):
+        return [self.policy(r.sample, r.turn, r.messages) for r in requests]
+
+
+def load_jsonl(path) -> list[dict[str, Any]]:
+    """JSON lines with a one-line error naming the file and line."""
+    import json
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+
+    p = Path(path)
+    if not p.is_file():
+        raise HarnessError(f"data file {p} does not exist")
+    out = []
+    with open(p, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise HarnessError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
+    return out
+
+
+def split_indices(n: int, seed: int, name: str) -> dict[str, list[int]]:
+    """The seeded even split into an optimisation half and a test half (sorted indices)."""
+    import numpy as np
+
+    from harness.seeding import derive_seed
+
+    perm = np.random.default_rng(derive_seed(seed, "split", name)).permutation(n)
+    half = n // 2
+    return {"opt": sorted(int(i) for i in perm[:half]), "test": sorted(int(i) for i in perm[half:])}
