@@ -224,10 +224,38 @@ class DBDomain(Domain):
         if self.backend is not None:
             self.backend.close()
 
+    def scripted_agent(self, kind: str) -> Agent:
+        return scripted_agent(kind)
+
+    def reference_query_rate(self) -> tuple[int, int]:
+        """How many questions' ``sql.query`` reproduce their label (information only: see
+        benchmark-protocols.md; the queries come from the source datasets, often in another dialect)."""
+        if self.backend is None:
+            self.setup()
+        hit = total = 0
+        for s in self.samples():
+            if s["type"][0] in MODIFY or not s.get("sql", {}).get("query"):
+                continue
+            total += 1
+            try:
+                db = self.backend.create(TableSpec.from_sample(s["table"]), tag="refq")
+            except TableBuildError:
+                continue
+            try:
+                res = db.execute(s["sql"]["query"])
+            finally:
+                db.close()
+            if res.rows is not None:
+                flat = [v for row in res.rows for v in row]
+                hit += question_correct(json.dumps([str(v) for v in flat], ensure_ascii=False), s["label"])
+        return hit, total
+
 
 def scripted_agent(kind: str) -> Agent:
     if kind == "gold":
         return ScriptedAgent(gold_policy)
+    if kind == "wrong":
+        kind = "zero"
     if kind in WRONG_POLICIES:
         return ScriptedAgent(WRONG_POLICIES[kind])
-    raise ValueError(f"db: unknown scripted agent {kind!r} (gold | {' | '.join(WRONG_POLICIES)})")
+    raise ValueError(f"db: unknown scripted agent {kind!r} (gold | wrong | {' | '.join(WRONG_POLICIES)})")

@@ -53,6 +53,52 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _cmd_replay(a) -> int:
+    """Run a dataset through the real protocol, envs and judge with a scripted agent."""
+    import json as _json
+    from collections import Counter
+
+    from harness.config import DEFAULT_DATA_ROOT
+    from harness.domain import DomainContext, build_domain
+
+    params = {"data": str(Path(a.data).resolve())} if a.data else {}
+    if a.backend:
+        params["backend"] = a.backend
+    for kv in a.param:
+        k, _, v = kv.partition("=")
+        params[k] = _json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("-",) else v
+    data_root = Path(a.data_root or __import__("os").environ.get("CYCLEQD_DATA", DEFAULT_DATA_ROOT))
+    dom = build_domain(a.domain, task=a.domain, ctx=DomainContext(None, a.seed, data_root), params=params)
+    try:
+        dom.setup()
+        res = dom.run(dom.scripted_agent(a.agent), None, progress=sys.stderr.isatty())
+        counts = Counter(s.status.value for s in res.samples)
+        harness = sum(s.status.is_harness_failure for s in res.samples)
+        n = len(res.samples)
+        print(f"{a.domain} replay, agent={a.agent}: quality {res.quality:.4f} over {n} samples")
+        print(f"solved {counts.get('solved', 0)}/{n} ({counts.get('solved', 0) / max(n, 1):.1%}); "
+              f"excluding {harness} harness-side failures: {counts.get('solved', 0)}/{n - harness} "
+              f"({counts.get('solved', 0) / max(n - harness, 1):.1%})")
+        print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if a.show_failures:
+            for s in res.samples:
+                if s.score < 1:
+                    print(f"  {s.sample_id}: {s.status.value}: " + _json.dumps(s.detail, ensure_ascii=False)[:300])
+        if a.agent == "gold" and hasattr(dom, "reference_query_rate"):
+            hit, total = dom.reference_query_rate()
+            print(f"information: questions whose sql.query reproduces the label: {hit}/{total}")
+    finally:
+        dom.close()
+    return 0
+
+
+def _cmd_doctor(a) -> int:
+    from envs.doctor import report
+
+    ok = report()
+    return 0 if ok or not a.strict else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cycleqd", description="CycleQD: quality-diversity model merging")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -76,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--param", action="append", default=[], help="e.g. density=0.2, weights=0.5,0.5")
     m.add_argument("models", nargs="+")
     m.set_defaults(fn=_cmd_merge)
+    rp = sub.add_parser("replay", help="run a dataset through a domain's protocol, env and judge with a scripted agent")
+    rp.add_argument("domain")
+    rp.add_argument("--agent", default="gold", help="gold | wrong | a domain's named wrong agent")
+    rp.add_argument("--data", default=None, help="a dataset file in the domain's format (default: the shared one)")
+    rp.add_argument("--backend", default=None, help="sqlite | mariadb (db); local | docker (os, coding)")
+    rp.add_argument("--data-root", default=None)
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")
+    rp.add_argument("--show-failures", action="store_true")
+    rp.set_defaults(fn=_cmd_replay)
+    dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
+    dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
+    dr.set_defaults(fn=_cmd_doctor)
     return p
 
 

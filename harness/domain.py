@@ -100,6 +100,15 @@ class Domain(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    # -- optional: scripted replay (``cycleqd replay``) for domains driven by an agent protocol ----------
+    def scripted_agent(self, kind: str):
+        """An agent that needs no model (``gold`` replays references, others are wrong on purpose)."""
+        raise NotImplementedError(f"domain {self.name!r} has no scripted agents")
+
+    def run(self, agent, indices=None, progress: bool = False) -> TaskResult:
+        """Run ``agent`` through this domain's protocol on the samples ``indices`` (None: all)."""
+        raise NotImplementedError(f"domain {self.name!r} cannot run an agent")
+
 
 _REGISTRY: dict[str, type[Domain]] = {}
 

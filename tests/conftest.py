@@ -40,3 +40,20 @@ def toy_models(tmp_path):
 
 REPO = Path(__file__).resolve().parents[1]
 VECTOR_WORLD = REPO / "configs" / "vector_world.yaml"
+
+import os as _os
+import shutil as _shutil
+
+SHARED_DATA = Path(_os.environ.get("CYCLEQD_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def mariadb_backend():
+    """A private MariaDB server for the session; skipped with the reason where it cannot start."""
+    if not _shutil.which("mariadbd"):
+        pytest.skip("mariadbd not installed (envs/install-system-deps.sh installs it)")
+    from envs.sql.mariadb import MariaDBBackend
+
+    backend = MariaDBBackend()
+    yield backend
+    backend.close()

@@ -18,11 +18,29 @@ MAX_FETCH_ROWS = 1000  # observations are cut at 800 characters; 1000 rows alway
 GROUP_CONCAT_MAX_LEN = 1024  # MySQL's default group_concat_max_len (bytes)
 
 
+class TableBuildError(Exception):
+    """The sample's table cannot be created (e.g. duplicate column names): a harness-side failure."""
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
+
+    def validate(self) -> None:
+        """What MySQL (and so AgentBench's builder) rejects: empty or duplicate column names (MySQL
+        compares names case-insensitively) and rows whose length differs from the columns'."""
+        seen: set[str] = set()
+        for c in self.columns:
+            if not c.strip():
+                raise TableBuildError(f"table {self.name!r}: empty column name")
+            if c.lower() in seen:
+                raise TableBuildError(f"table {self.name!r}: duplicate column name {c!r}")
+            seen.add(c.lower())
+        for i, r in enumerate(self.rows):
+            if len(r) != len(self.columns):
+                raise TableBuildError(f"table {self.name!r}: row {i} has {len(r)} values for {len(self.columns)} columns")
 
     @classmethod
     def from_sample(cls, table: dict) -> "TableSpec":
@@ -41,10 +59,6 @@ class SQLResult:
     def observation(self) -> str:
         """What the agent sees: ``str()`` of the rows, or the error text."""
         return self.error if self.error is not None else str(self.rows)
-
-
-class TableBuildError(Exception):
-    """The sample's table cannot be created (e.g. duplicate column names): a harness-side failure."""
 
 
 def quote_ident(name: str) -> str:

