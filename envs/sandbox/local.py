@@ -1,9 +1,9 @@
 """The local sandbox: bubblewrap namespaces + cgroup limits + rlimits, one throw-away workdir per run.
 
 What a run gets: its own user (uid 65534, no capabilities), PID, network (no interface but a down
-loopback), IPC, UTS and mount namespaces; read-only system directories (/usr and the Python installation
-only: no /etc, /root, /home or /work of the host); a size-limited tmpfs as its writable workdir (mounted
-at /work) and another at /tmp. Limits: a pids cgroup (fork bombs), a memory cgroup plus RLIMIT_AS,
+loopback), IPC, UTS and mount namespaces; a read-only root holding only /usr and the Python installation
+(no /etc, /root, /home or /work of the host); a size-limited tmpfs as its writable workdir (mounted at
+/work) and another at /tmp. Limits: a pids cgroup (fork bombs), a memory cgroup plus RLIMIT_AS,
 RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, an output cap and a wall-clock timeout that kills every process
 of the run (the cgroup is the list of them). Needs root (to create cgroups and mount the workdir tmpfs)
 and bubblewrap; where either is missing ``available()`` says why and runs refuse to start.
@@ -200,11 +200,11 @@ class LocalSandbox:
                 "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/etc",
-                "--bind", str(work), "/work", "--chdir", "/work", "--hostname", "sandbox"]
+                "--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.workdir_bytes), "--tmpfs", "/tmp",
+                "--dir", "/etc", "--bind", str(work), "/work", "--chdir", "/work", "--hostname", "sandbox"]
         for p in _python_prefixes():
             args += ["--ro-bind", p, p]
-        return args
+        return args + ["--remount-ro", "/"]  # the sandbox's own root: nothing writable but /work and /tmp
 
     @staticmethod
     def _preexec(cg: Cgroup, lim: Limits):

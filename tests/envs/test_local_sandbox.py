@@ -1,0 +1,137 @@
+"""Hostile programs in the local sandbox: each is contained, reported, and leaves the host untouched."""
+
+import os
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from envs.sandbox.base import ExecStatus, Limits
+
+LIMITS = Limits(wall_s=4, cpu_s=3, memory_bytes=256 << 20, pids=32, output_bytes=64 << 10,
+                workdir_bytes=16 << 20, file_bytes=4 << 20, nofile=64)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from envs.sandbox.local import LocalSandbox
+
+    ok, why = LocalSandbox.available()
+    if not ok:
+        pytest.skip(f"local sandbox unavailable: {why}")
+    return LocalSandbox(LIMITS)
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on the host's loopback: the sandbox must not reach it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.2)
+    hits = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                hits.append(1)
+                conn.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], hits
+    stop.set()
+    t.join()
+    srv.close()
+
+
+def py(sandbox, code, **kw):
+    return sandbox.run([sandbox.python, "-c", textwrap.dedent(code)], **kw)
+
+
+def sandbox_processes():
+    out = subprocess.run(["ps", "-eo", "pid,user,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "nobody" in line or "65534" in line.split()[1:2]]
+
+
+def test_a_normal_program_runs(sandbox):
+    r = py(sandbox, "import os, sys; print(os.getuid(), open('in.txt').read()); sys.exit(3)", files={"in.txt": "hello"})
+    assert r.status == ExecStatus.OK and r.returncode == 3 and r.stdout == b"65534 hello\n"
+
+
+HOSTILE = {
+    "fork bomb (python)": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", None),
+    "fork bomb (shell)": (None, ["bash", "-c", ":(){ :|:& };:; sleep 2"]),
+    "thread bomb": ("import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(100,)).start()", None),
+    "memory bomb (one block)": ("x = bytearray(2 << 30)", None),
+    "memory bomb (creeping)": ("x = []\nwhile True:\n    x.append(b'x' * (1 << 20))", None),
+    "busy loop": ("while True:\n    pass", None),
+    "sleep forever": ("import time\ntime.sleep(10**6)", None),
+    "100 MB of output": ("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))", None),
+    "stderr flood": ("import sys\nwhile True:\n    sys.stderr.write('y' * 65536)", None),
+    "zombie spawning": ("import os, time\nfor _ in range(20):\n    if os.fork() == 0:\n        os._exit(0)\ntime.sleep(0.5)", None),
+    "daemon that outlives the command": (None, ["bash", "-c", "setsid sleep 1000 >/dev/null 2>&1 & nohup sleep 1000 >/dev/null 2>&1 & echo started"]),
+    "kill the parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)", None),
+    "kill everything it can see": (None, ["bash", "-c", "kill -9 -1; echo survived"]),
+    "huge file": ("open('big', 'wb').write(b'0' * (64 << 20))", None),
+    "fill the workdir": ("i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'0' * (1 << 20)); i += 1", None),
+    "too many open files": ("fs = [open('/dev/null') for _ in range(10000)]", None),
+    "read host files": ("import os\nfor p in ['/etc/passwd', '/etc/shadow', '/root/.bashrc', '/work/main/README.md', '/proc/1/environ']:\n"
+                        "    try:\n        print(p, open(p).read()[:50])\n    except Exception as e:\n        print(p, 'DENIED', type(e).__name__)", None),
+    "write outside the workdir": ("import os\nfor p in ['/usr/pwned', '/etc/pwned', '/bin/pwned', '/pwned']:\n    try:\n"
+                                  "        open(p, 'w').write('x'); print('WROTE', p)\n    except Exception as e:\n        print('DENIED', p)", None),
+    "become root": ("import os\nos.setuid(0)", None),
+    "mount and chroot": (None, ["bash", "-c", "mount -t tmpfs x /usr && echo MOUNTED; /usr/sbin/chroot / true && echo CHROOTED; exit 0"]),
+    "ptrace a process": ("import ctypes\nlibc = ctypes.CDLL(None)\nprint('PTRACE', [libc.ptrace(16, p, 0, 0) for p in (1, 2)])", None),
+    "see host processes": ("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))", None),
+    "network to host loopback": (None, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_is_contained(sandbox, listener, name, tmp_path):
+    port, hits = listener
+    code, argv = HOSTILE[name]
+    if name == "network to host loopback":
+        code = (f"import socket\nfor host in ['127.0.0.1', 'localhost', '::1']:\n    try:\n"
+                f"        socket.create_connection((host, {port}), timeout=1); print('CONNECTED', host)\n"
+                f"    except Exception as e:\n        print('BLOCKED', host, type(e).__name__)")
+    host_tmp_before = set(os.listdir("/tmp"))
+    t0 = time.monotonic()
+    r = sandbox.run(argv, files={}) if argv else py(sandbox, code)
+    elapsed = time.monotonic() - t0
+    out = r.stdout + r.stderr
+    # contained in time, reported, harness fine
+    assert elapsed < LIMITS.wall_s + 5, f"{name}: {elapsed:.1f}s"
+    assert r.status != ExecStatus.ENV_ERROR, r.detail
+    assert len(r.stdout) + len(r.stderr) <= LIMITS.output_bytes + 100
+    # no process of the run survives it
+    time.sleep(0.1)
+    assert not sandbox_processes(), sandbox_processes()
+    # the host is untouched
+    assert not hits, "the sandbox reached a host listener"
+    assert not Path("/usr/pwned").exists() and not Path("/pwned").exists()
+    assert set(os.listdir("/tmp")) - host_tmp_before <= {p for p in os.listdir("/tmp") if p.startswith("pytest")}
+    assert b"root:x:0" not in out and b"WROTE" not in out and b"CONNECTED" not in out
+    assert b"MOUNTED" not in out and b"CHROOTED" not in out
+    if name == "100 MB of output" or name == "stderr flood":
+        assert r.status == ExecStatus.OUTPUT_LIMIT and out.endswith(b"[output truncated by the sandbox]")
+    if name in ("busy loop", "sleep forever"):
+        assert r.status == ExecStatus.TIMEOUT
+    if name == "see host processes":
+        assert max(eval(r.stdout)) < 10  # its own PID namespace
+    if name == "write outside the workdir":
+        assert out.count(b"DENIED") == 4  # the sandbox's root is read-only too, not just the host's
+
+
+def test_the_host_still_works_after_all_that(sandbox):
+    r = py(sandbox, "print(sum(range(10)))")
+    assert r.ok and r.stdout == b"45\n"
