@@ -171,14 +171,14 @@ class DBDomain(Domain):
     def __init__(self, *, task, ctx, data: str = "agentbench_db/dbbench.jsonl",
                  instruction: str = "prompts/dbbench_instruction.txt", backend: str = "sqlite",
                  backend_params: dict | None = None, max_round: int = 5, batch_size: int = 64,
-                 limit: int | None = None, engine: dict | None = None):
+                 limit: int | None = None, engine: dict | None = None, max_new_tokens: int = 512):
         super().__init__(task=task, ctx=ctx)
         root = Path(ctx.data_root) if ctx.data_root else Path(".")
         self.data_path = Path(data) if Path(data).is_absolute() else root / data
         self.instruction_path = Path(instruction) if Path(instruction).is_absolute() else root / instruction
         self.backend_kind, self.backend_params = backend, dict(backend_params or {})
         self.max_round, self.batch_size, self.limit = max_round, batch_size, limit
-        self.engine_cfg = engine
+        self.engine_cfg, self.max_new_tokens = engine, max_new_tokens
         self.backend: SQLBackend | None = None
         self._samples: list[dict] | None = None
 
@@ -218,7 +218,9 @@ class DBDomain(Domain):
     def evaluate(self, state_dict, *, split: str) -> TaskResult:
         from harness.engines import engine_agent
 
-        return self.run(engine_agent(self.engine_cfg, state_dict, stop=None), self.split(split))
+        agent = engine_agent(self.engine_cfg, state_dict, stop=None, max_new_tokens=self.max_new_tokens,
+                             base_dir=self.ctx.base_dir)
+        return self.run(agent, self.split(split))
 
     def close(self) -> None:
         if self.backend is not None:

@@ -74,6 +74,7 @@ class DomainContext:
     run_dir: Path | None
     seed: int
     data_root: Path
+    base_dir: Path | None = None  # the run's base model (HF directory): engines are built from it
 
 
 class Domain(ABC):

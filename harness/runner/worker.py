@@ -43,7 +43,8 @@ class Evaluator:
         torch.set_num_threads(int(self.cfg.runner.torch_threads))
         self.run_dir = Path(run_dir)
         self.store = make_store(self.cfg, self.run_dir)
-        ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=Path(self.cfg.data_root))
+        ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=Path(self.cfg.data_root),
+                            base_dir=self.store.base_dir)
         self.domains = {
             t.name: build_domain(t.domain, task=t.name, ctx=ctx, params=OmegaConf.to_container(t.params))
             for t in self.cfg.tasks

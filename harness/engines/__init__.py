@@ -1,0 +1,69 @@
+"""Engines: one interface for chat generation with weights loaded in place.
+
+``ChatEngine.load_state_dict(sd)`` swaps a child's weights into the already-built model (no rebuild per
+child); ``generate(conversations, prefill=..., stop=..., max_new_tokens=...)`` runs one batched greedy
+generation. ``engine_agent`` wraps an engine as an episode ``Agent``; engines are built once per worker
+process and reused.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from harness.errors import ConfigError
+from harness.episodes import Agent, ChatRequest
+
+_ENGINES: dict[str, object] = {}
+
+
+class ChatEngine:
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        raise NotImplementedError
+
+    def generate(self, conversations: Sequence[list[dict]], *, prefill: str = "", stop: Sequence[str] | None = None,
+                 max_new_tokens: int = 512) -> list[str]:
+        raise NotImplementedError
+
+
+def build_engine(cfg: Mapping) -> ChatEngine:
+    kind = cfg.get("kind", "hf")
+    if kind == "hf":
+        from harness.engines.hf import HFEngine
+
+        return HFEngine(**{k: v for k, v in cfg.items() if k != "kind"})
+    if kind == "vllm":
+        from harness.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(**{k: v for k, v in cfg.items() if k != "kind"})
+    raise ConfigError(f"engine.kind: unknown engine {kind!r} (hf | vllm)")
+
+
+def get_engine(cfg: Mapping) -> ChatEngine:
+    """One engine per distinct config per process (building one loads a model)."""
+    import json
+
+    key = json.dumps(dict(cfg), sort_keys=True, default=str)
+    if key not in _ENGINES:
+        _ENGINES[key] = build_engine(cfg)
+    return _ENGINES[key]  # type: ignore[return-value]
+
+
+class EngineAgent(Agent):
+    def __init__(self, engine: ChatEngine, *, prefill: str = "", stop: Sequence[str] | None = None,
+                 max_new_tokens: int = 512):
+        self.engine, self.prefill, self.stop, self.max_new_tokens = engine, prefill, stop, max_new_tokens
+
+    def respond(self, requests: Sequence[ChatRequest]) -> list[str]:
+        return self.engine.generate([r.messages for r in requests], prefill=self.prefill, stop=self.stop,
+                                    max_new_tokens=self.max_new_tokens)
+
+
+def engine_agent(cfg: Mapping | None, state_dict: Mapping, *, prefill: str = "", stop: Sequence[str] | None = None,
+                 max_new_tokens: int = 512, base_dir=None) -> EngineAgent:
+    """An agent whose engine holds ``state_dict``; the engine's model defaults to the run's base model."""
+    cfg = {"kind": "hf", **({"model": str(base_dir)} if base_dir else {}), **dict(cfg or {})}
+    if not cfg.get("model"):
+        raise ConfigError("tasks.*.params.engine: an LLM domain needs an engine config with a 'model' directory")
+    engine = get_engine(cfg)
+    engine.load_state_dict(state_dict)
+    return EngineAgent(engine, prefill=prefill, stop=stop, max_new_tokens=max_new_tokens)

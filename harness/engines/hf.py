@@ -1,0 +1,93 @@
+"""HF transformers engine: batched greedy chat generation, weights swapped in place.
+
+Left padding, the tokenizer's chat template (or one given by path, e.g. the MBPP instruction/response
+template for base models), an optional assistant prefill, stop strings applied exactly (the text is cut
+at the first occurrence, whatever the tokenisation). ``load_state_dict`` copies tensors into the existing
+parameters: building the model happens once per worker, not once per child.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from harness.engines import ChatEngine
+from harness.errors import CheckpointError
+
+
+class HFEngine(ChatEngine):
+    def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None, chat_template: str | None = None,
+                 batch_size: int = 16, max_length: int | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model)
+        if not path.is_dir():
+            raise CheckpointError(f"engine.model: directory {path} does not exist")
+        self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype).to(device)
+        self.model.eval()
+        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        self.chat_template = None
+        if chat_template:
+            p = Path(chat_template)
+            self.chat_template = p.read_text() if p.is_file() else chat_template
+        elif not getattr(self.tok, "chat_template", None):
+            raise CheckpointError(f"{path}: the tokenizer has no chat template; give engine.chat_template")
+        self._params = dict(self.model.named_parameters())
+        self._buffers = dict(self.model.named_buffers())
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy weights into the live model (same objects, same memory); every parameter must be given,
+        except weights tied to one that is (lm_head to the embeddings)."""
+        seen_ptrs = set()
+        for name, p in self._params.items():
+            t = state_dict.get(name)
+            if t is None:
+                if p.data_ptr() in seen_ptrs:
+                    continue  # tied to a parameter already loaded
+                raise CheckpointError(f"engine: state dict lacks parameter {name!r}")
+            if tuple(t.shape) != tuple(p.shape):
+                raise CheckpointError(f"engine: {name!r} has shape {list(t.shape)}, the model has {list(p.shape)}")
+            p.copy_(t.to(p.dtype))
+            seen_ptrs.add(p.data_ptr())
+        extra = [k for k in state_dict if k not in self._params and k not in self._buffers]
+        if extra:
+            raise CheckpointError(f"engine: state dict has unexpected tensor {extra[0]!r}")
+
+    def prompts(self, conversations: Sequence[list[dict]], prefill: str = "") -> list[str]:
+        return [self.tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True,
+                                             chat_template=self.chat_template) + prefill for m in conversations]
+
+    @torch.no_grad()
+    def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
+                 max_new_tokens: int = 512) -> list[str]:
+        prompts = self.prompts(conversations, prefill)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
+        out: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                           truncation=self.max_length is not None, max_length=self.max_length).to(self.device)
+            gen = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tok.pad_token_id,
+                                      stop_strings=list(stop) if stop else None,
+                                      tokenizer=self.tok if stop else None)
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for j, i in enumerate(idx):
+                text = self.tok.decode(new[j], skip_special_tokens=True)
+                out[i] = cut_at_stop(text, stop)
+        return out
+
+
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+    if not stop:
+        return text
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text if cut == -1 else text[:cut]
