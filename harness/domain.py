@@ -112,14 +112,16 @@ class Domain(ABC):
 
 
 _REGISTRY: dict[str, type[Domain]] = {}
+_MODULES = {"os": "os_interaction"}  # registered names whose module is named otherwise
 
 
-def register_domain(name: str) -> Callable[[type[Domain]], type[Domain]]:
+def register_domain(name: str, *aliases: str) -> Callable[[type[Domain]], type[Domain]]:
     def deco(cls: type[Domain]) -> type[Domain]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"domain {name!r} is registered twice")
+        for n in (name, *aliases):
+            if n in _REGISTRY and _REGISTRY[n] is not cls:
+                raise ValueError(f"domain {n!r} is registered twice")
+            _REGISTRY[n] = cls
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return deco
@@ -138,7 +140,7 @@ def get_domain(ref: str) -> type[Domain]:
         return cls
     if ref not in _REGISTRY:
         try:
-            importlib.import_module(f"domains.{ref}")
+            importlib.import_module(f"domains.{_MODULES.get(ref, ref)}")
         except ModuleNotFoundError:
             pass
     if ref not in _REGISTRY:

@@ -1,0 +1,252 @@
+"""AgentBench OS interaction: the model solves tasks by running bash in its own Linux environment.
+
+Protocol (benchmark-protocols.md): the one-shot conversation of ``oneshot.json`` (its first user turn is
+the instruction plus the example's question), then "Now, I will start a new problem in a new OS. My
+problem is:\\n\\n{description}". Each reply: the LAST "Act:" line decides: ``bash`` (every ```bash block,
+joined by blank lines, run in the episode's persistent shell), ``finish`` or ``answer(...)`` (the text
+between the first "(" and the last ")"). Observations: "The output of the OS:\\n\\n{output}", cut at 800
+characters to 780 + "\\n[truncated because the output is too long]", or "The output of the OS is empty.".
+Before the episode: every ``init_script`` as an independent process (failure = harness error), then
+``start`` in the shell. Judge: ``match`` (strip, equality or regex) or the ``check`` pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from envs.sandbox.base import ExecStatus
+from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from harness.episodes import Agent, ChatRequest, Episode, ScriptedAgent, load_jsonl, run_episodes, split_indices
+from harness.errors import HarnessError
+
+OBS_LIMIT, OBS_KEEP = 800, 780
+TRUNC = "\n[truncated because the output is too long]"
+_ACT = re.compile(r"Act:\s*(.+)")
+_BASH = re.compile(r"```bash\n(.*?)\n```", re.DOTALL)
+
+
+def parse_action(reply: str) -> tuple[str | None, str | None]:
+    """("bash", command) | ("commit", answer or None) | (None, None) for no recognisable action."""
+    for act in reversed(_ACT.findall(reply)):
+        low = act.lower()
+        if low.startswith("bash"):
+            return "bash", "\n\n".join(_BASH.findall(reply))
+        if low.startswith("finish"):
+            return "commit", None
+        if low.startswith("answer"):
+            content = act[6:].strip()
+            lo, hi = content.find("("), content.rfind(")")
+            if lo == -1 or hi == -1:
+                continue
+            return "commit", content[lo + 1 : hi]
+    return None, None
+
+
+def observation(output: str) -> str:
+    if not output:
+        return "The output of the OS is empty."
+    if len(output) > OBS_LIMIT:
+        output = output[:OBS_KEEP] + TRUNC
+    return "The output of the OS:\n\n" + output
+
+
+def interpreter(language: str, code: str, params: Sequence[str] = ()) -> list[str]:
+    lang = language.lower()
+    if lang in ("bash", "sh"):
+        return ["bash", "-c", code, "--", *params]
+    if lang.startswith("python"):
+        return ["python3", "-c", code, *params]
+    raise HarnessError(f"os: unknown script language {language!r}")
+
+
+class OSEpisode(Episode):
+    def __init__(self, sample_id: str, sample: dict, prefix: list[dict], make_env, round_limit: int,
+                 action_timeout: float):
+        self.sample_id, self.sample = sample_id, sample
+        self.round_limit, self.action_timeout = round_limit, action_timeout
+        self.messages = prefix + [{"role": "user", "content": "Now, I will start a new problem in a new OS. "
+                                                               f"My problem is:\n\n{sample['description']}"}]
+        self.done, self.turn, self.rounds = False, 0, 0
+        self.result: SampleResult | None = None
+        self.env = None
+        try:
+            self.env = make_env()
+            for lang, code in sample.get("init_script") or []:
+                rc, out, st = self.env.exec(interpreter(lang, code), timeout=60)
+                if rc != 0:
+                    raise HarnessError(f"init script failed ({st.value}, rc {rc}): {out[-200:]}")
+            if sample.get("start"):
+                lang, code = sample["start"]
+                self.env.run(code if lang.lower() in ("bash", "sh") else " ".join(interpreter(lang, code)),
+                             timeout=30, raw=True)
+        except HarnessError as exc:
+            self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
+
+    def request(self) -> ChatRequest:
+        return ChatRequest(self.sample_id, list(self.messages), self.sample, self.turn)
+
+    def step(self, reply: str) -> None:
+        self.messages.append({"role": "assistant", "content": reply})
+        action, content = parse_action(reply)
+        if action is None:
+            return self._finish(SampleStatus.INVALID_ACTION, 0.0, {"reply": reply[-300:]})
+        if action == "commit":
+            return self._judge(content)
+        res = self.env.run(content or "", timeout=self.action_timeout)
+        if res.status == ExecStatus.ENV_ERROR and not self.env.alive:
+            return self._judge(None, ended="shell exited")
+        out = res.output + ("\n[command timed out]" if res.status == ExecStatus.TIMEOUT else "")
+        self.messages.append({"role": "user", "content": observation(out)})
+        self.rounds += 1
+        if self.rounds >= self.round_limit:
+            self._finish(SampleStatus.TURN_LIMIT, 0.0, {"rounds": self.rounds})
+
+    def _judge(self, answer: str | None, ended: str | None = None) -> None:
+        s = self.sample
+        detail: dict[str, Any] = {"answer": answer, "rounds": self.rounds}
+        if ended:
+            detail["ended"] = ended
+        if s.get("match"):
+            m = s["match"]
+            got = answer.strip() if (answer is not None and m.get("strip", True)) else answer
+            if isinstance(m, dict) and m.get("regex"):
+                ok = got is not None and re.search(m["regex"], got) is not None
+            else:
+                want = m["answer"] if isinstance(m, dict) else m
+                ok = got == want
+            detail["expected"] = m
+        else:
+            ok, detail["check"] = self._check(answer)
+        self._finish(SampleStatus.SOLVED if ok else SampleStatus.WRONG, 1.0 if ok else 0.0, detail)
+
+    def _check(self, answer: str | None) -> tuple[bool, list]:
+        params = ["" if answer is None else answer]
+        log = []
+        for entry in self.sample.get("check") or []:
+            script = entry if entry else self.sample.get("example_script")
+            if not script:
+                raise HarnessError(f"{self.sample_id}: check step is null and there is no example_script")
+            rc, out, st = self.env.exec(interpreter(script[0], script[1], params), timeout=60)
+            log.append({"rc": rc, "status": st.value, "out": out[-200:]})
+            if rc != 0:
+                return False, log
+            params.append(out)
+        return True, log
+
+    def _finish(self, status: SampleStatus, score: float, detail: dict) -> None:
+        self.result = SampleResult(self.sample_id, status, score, detail)
+        self.done = True
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def gold_policy(sample: dict, turn: int, messages: list[dict]) -> str:
+    """Replay: run ``example_script`` and answer its output (match-only samples: answer the match)."""
+    ex = sample.get("example_script")
+    if turn == 0 and ex and ex[0].lower() in ("bash", "sh"):
+        return f"Think: run the reference solution.\n\nAct: bash\n\n```bash\n{ex[1]}\n```"
+    if turn == 0 and sample.get("match"):
+        m = sample["match"]
+        return f"Think: I know it.\n\nAct: answer({m['answer'] if isinstance(m, dict) else m})"
+    last = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
+    out = last.removeprefix("The output of the OS:\n\n") if last.startswith("The output of the OS:") else ""
+    return f"Think: that is the answer.\n\nAct: answer({out.strip()})"
+
+
+WRONG_POLICIES = {
+    "wrong": lambda s, t, m: "Think: guess.\n\nAct: answer(0)",
+    "garbage": lambda s, t, m: "I would rather not say.",
+    "never_act": lambda s, t, m: "Think: look around.\n\nAct: bash\n\n```bash\ntrue\n```",
+    "finish": lambda s, t, m: "Think: done.\n\nAct: finish",
+}
+
+
+@register_domain("os", "os_interaction")
+class OSDomain(Domain):
+    def __init__(self, *, task, ctx, data: str = "agentbench_os/os_interaction.jsonl",
+                 oneshot: str = "agentbench_os/oneshot.json", backend: str = "local", round_limit: int = 5,
+                 action_timeout: float = 10.0, batch_size: int = 8, limit: int | None = None,
+                 engine: dict | None = None, max_new_tokens: int = 512, rootfs: str | None = None):
+        super().__init__(task=task, ctx=ctx)
+        root = Path(ctx.data_root) if ctx.data_root else Path(".")
+        self.data_path = Path(data) if Path(data).is_absolute() else root / data
+        self.oneshot_path = Path(oneshot) if Path(oneshot).is_absolute() else root / oneshot
+        self.backend, self.round_limit, self.action_timeout = backend, round_limit, action_timeout
+        self.batch_size, self.limit, self.engine_cfg, self.max_new_tokens = batch_size, limit, engine, max_new_tokens
+        self.rootfs = rootfs
+        self._samples = None
+        self.prefix: list[dict] | None = None
+
+    def setup(self) -> None:
+        self.samples()
+        try:
+            shot = json.loads(self.oneshot_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HarnessError(f"{self.oneshot_path}: cannot read the one-shot example ({exc})") from None
+        self.prefix = [{"role": "assistant" if m["role"] in ("agent", "assistant") else m["role"],
+                        "content": m["content"]} for m in shot]
+        if self.backend == "local":
+            from envs.rootfs import ensure_rootfs
+
+            self.rootfs = self.rootfs or str(ensure_rootfs())
+        elif self.backend != "docker":
+            raise HarnessError(f"os: unknown backend {self.backend!r} (local | docker)")
+
+    def make_env(self):
+        if self.backend == "docker":
+            from envs.sandbox.docker import DockerShell
+
+            return DockerShell()
+        from envs.sandbox.rootfs_shell import RootfsShell
+
+        return RootfsShell(self.rootfs)
+
+    def samples(self) -> list[dict]:
+        if self._samples is None:
+            rows = load_jsonl(self.data_path)
+            for i, r in enumerate(rows):
+                if "description" not in r or not (r.get("match") or r.get("check")):
+                    raise HarnessError(f"{self.data_path}:{i + 1}: a sample needs a description and a match or check")
+            self._samples = rows[: self.limit] if self.limit else rows
+        return self._samples
+
+    def split(self, name: str) -> list[int]:
+        n = len(self.samples())
+        return list(range(n)) if name == "all" else split_indices(n, self.ctx.seed, f"os:{self.data_path.name}")[name]
+
+    def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
+        if self.prefix is None:
+            self.setup()
+        samples = self.samples()
+        idx = list(range(len(samples))) if indices is None else list(indices)
+        results: dict[int, SampleResult] = {}
+        # environments are made lazily, batch by batch, so at most batch_size exist at once
+        for start in range(0, len(idx), self.batch_size):
+            chunk = idx[start : start + self.batch_size]
+            eps = [OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env, self.round_limit,
+                             self.action_timeout) for i in chunk]
+            run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size)
+            for i, e in zip(chunk, eps):
+                e.close()
+                results[i] = e.result
+        res = [results[i] for i in idx]
+        return TaskResult(sum(r.score for r in res) / max(len(res), 1), res)
+
+    def evaluate(self, state_dict, *, split: str) -> TaskResult:
+        from harness.engines import engine_agent
+
+        agent = engine_agent(self.engine_cfg, state_dict, max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir)
+        return self.run(agent, self.split(split))
+
+    def scripted_agent(self, kind: str) -> Agent:
+        if kind == "gold":
+            return ScriptedAgent(gold_policy)
+        if kind in WRONG_POLICIES:
+            return ScriptedAgent(WRONG_POLICIES[kind])
+        raise ValueError(f"os: unknown scripted agent {kind!r} (gold | {' | '.join(WRONG_POLICIES)})")
