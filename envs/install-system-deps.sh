@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# System packages the execution backends use: bubblewrap (local sandbox) and MariaDB (SQL backend).
+# System packages the execution backends use: bubblewrap (local sandbox), MariaDB (SQL backend) and
+# debootstrap (the OS tasks' root filesystem).
 # Idempotent; installs only what is missing. Without root or apt it says what is missing and goes on:
 # the tests that need a missing backend then skip with the reason.
 set -u
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: missing ${need[*]} (needs root and apt-get); dependent tests will skip" >&2

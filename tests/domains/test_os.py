@@ -1,0 +1,157 @@
+"""AgentBench OS: action parsing, observations, the episode sandbox under attack, gold replay."""
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from domains.os_interaction import OSDomain, observation, parse_action
+from envs.sandbox.base import ExecStatus
+from harness.domain import DomainContext, SampleStatus
+from harness.episodes import ScriptedAgent
+from tests.conftest import SHARED_DATA
+
+DATA = SHARED_DATA / "agentbench_os" / "os_interaction.jsonl"
+
+
+def test_parse_action_follows_agentbench():
+    assert parse_action("Think: x\n\nAct: bash\n\n```bash\nls\n```\n```bash\npwd\n```") == ("bash", "ls\n\npwd")
+    assert parse_action("Act: bash\nAct: answer(42)") == ("commit", "42")  # the last Act line decides
+    assert parse_action("Act: answer(f(1) + (2))") == ("commit", "f(1) + (2)")
+    assert parse_action("Act: answer 42\nAct: finish") == ("commit", None)
+    assert parse_action("Act: answer 42") == (None, None)  # no parentheses: not an action
+    assert parse_action("I think the answer is 42") == (None, None)
+
+
+def test_observation_truncation():
+    assert observation("") == "The output of the OS is empty."
+    assert observation("x" * 800) == "The output of the OS:\n\n" + "x" * 800
+    assert observation("x" * 801) == "The output of the OS:\n\n" + "x" * 780 + "\n[truncated because the output is too long]"
+
+
+def rootfs_or_skip():
+    from envs.rootfs import ensure_rootfs
+    from harness.errors import HarnessError
+
+    if os.geteuid() != 0:
+        pytest.skip("the OS sandbox needs root")
+    try:
+        return ensure_rootfs()
+    except HarnessError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def rootfs():
+    return rootfs_or_skip()
+
+
+@pytest.fixture
+def shell(rootfs):
+    from envs.sandbox.rootfs_shell import RootfsShell
+
+    with RootfsShell(rootfs) as sh:
+        yield sh
+
+
+def test_shell_state_persists_and_writes_stay_in_the_episode(shell, rootfs):
+    assert shell.run("cd /usr && export A=1 && echo x > /usr/episode_file").status == ExecStatus.OK
+    r = shell.run("pwd; echo $A; cat /usr/episode_file; id -u")
+    assert r.output == "/usr\n1\nx\n0\n"
+    assert not (Path(rootfs) / "usr" / "episode_file").exists()
+    assert shell.run("useradd -m eve && su eve -c 'id -un'").output == "eve\n"
+
+
+HOSTILE = {
+    "fork bomb": ":(){ :|:& };: ; sleep 1; echo done",
+    "memory bomb": "python3 -c 'x = bytearray(4 << 30)'; echo rc=$?",
+    "sleep forever": "sleep 100000",
+    "100 MB of output": "head -c 100000000 /dev/zero | tr '\\0' x",
+    "mount": "mount -t tmpfs t /mnt && echo MOUNTED",
+    "mknod a disk": "mknod /tmp/sda b 8 0 && echo MKNOD",
+    "load a kernel module": "python3 -c \"import ctypes; print('MODULE' if ctypes.CDLL(None).syscall(175, 0, 0, 0) == 0 else 'denied')\"",
+    "chroot escape": "mkdir -p /x && chroot /x /bin/true && echo CHROOTED",
+    "write kernel settings": "echo 1 > /proc/sys/kernel/sysrq && echo SYSCTL; echo b > /proc/sysrq-trigger && echo SYSRQ",
+    "reboot": "reboot -f; echo rc=$?",
+    "change the clock": "date -s '2001-01-01' && echo CLOCK",
+    "host processes": "ps -e | wc -l",
+    "read the harness": "ls /work/main /root/.cache 2>&1; cat /proc/1/environ | tr '\\0' ' '",
+    "zombies": "for i in $(seq 50); do (sleep 0.1 &) ; done; echo spawned",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_commands_are_contained(shell, name):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    r = shell.run(HOSTILE[name], timeout=5)
+    out = r.output
+    for marker in ("MOUNTED", "MKNOD", "MODULE", "CHROOTED", "SYSCTL", "SYSRQ", "CLOCK", "README"):
+        assert marker not in out, (name, out[-300:])
+    assert len(out) <= shell.limits.output_bytes
+    if name == "host processes":
+        assert int(out.strip()) < 20
+    if name == "sleep forever":
+        assert r.status == ExecStatus.TIMEOUT
+    # the episode goes on (or, for a shell that killed itself, ends cleanly) and the host is fine
+    after = shell.run("echo alive", timeout=10)
+    assert after.output == "alive\n" or not shell.alive
+    port = srv.getsockname()[1]
+    net = shell.run(f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1); print('CONNECTED')\" 2>&1 | tail -1", timeout=10)
+    assert "CONNECTED" not in net.output
+    srv.settimeout(0.1)
+    with pytest.raises(OSError):
+        srv.accept()
+    srv.close()
+
+
+def test_kill_everything_ends_the_episode_not_the_harness(shell):
+    shell.run("kill -9 -1", timeout=5)
+    r = shell.run("echo alive", timeout=5)
+    assert r.status in (ExecStatus.OK, ExecStatus.ENV_ERROR)
+
+
+@pytest.fixture(scope="module")
+def osdomain(rootfs):
+    if not DATA.exists():
+        pytest.skip(f"{DATA} not found")
+    d = OSDomain(task="os", ctx=DomainContext(None, 0, SHARED_DATA), rootfs=str(rootfs))
+    d.setup()
+    return d
+
+
+def test_first_turns_are_the_one_shot_conversation(osdomain):
+    seen = []
+    osdomain.run(ScriptedAgent(lambda s, t, m: seen.append(m) or "Act: finish"), [0])
+    msgs = seen[0]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert msgs[0]["content"].endswith('Now, my problem is:\n\ntell me how many files are in the directory "/etc"?')
+    assert msgs[-1]["content"] == ("Now, I will start a new problem in a new OS. My problem is:\n\n"
+                                   + osdomain.samples()[0]["description"])
+
+
+# Gold failures, each explained in the issue note: 26 (an init script opens fd 123321, above this
+# machine's descriptor limit), 55 (its init script waits for apt's confirmation; its fix needs the network),
+# 56 and 131 (process counts differ between the shell and the independent check process), 64 and 85
+# (`find` over / counts /proc, which changes between the answer and the check), 153 (the check itself
+# cannot parse du's "4.0K").
+KNOWN = {"os/26", "os/55", "os/56", "os/64", "os/85", "os/131", "os/153"}
+
+
+def test_gold_replay(osdomain):
+    r = osdomain.run(osdomain.scripted_agent("gold"))
+    bad = {s.sample_id for s in r.samples if s.score < 1}
+    assert bad <= KNOWN, bad - KNOWN
+    assert {s.sample_id for s in r.samples if s.status.is_harness_failure} <= {"os/26", "os/55"}
+    assert len(r.samples) - len(bad) >= 163
+
+
+@pytest.mark.parametrize("kind,status", [("wrong", SampleStatus.WRONG), ("garbage", SampleStatus.INVALID_ACTION),
+                                         ("never_act", SampleStatus.TURN_LIMIT)])
+def test_wrong_agents(osdomain, kind, status):
+    r = osdomain.run(osdomain.scripted_agent(kind), range(0, 170, 9))
+    assert sum(s.score for s in r.samples) <= 1  # answering 0 can be right once in a while
+    assert r.status_counts().get(status.value, 0) >= len(r.samples) - 2
