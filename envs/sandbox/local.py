@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from envs.sandbox.base import TRUNCATION_MARKER, ExecResult, ExecStatus, Limits
+from envs.sandbox.base import ExecResult, ExecStatus, Limits, wait_capped
 from harness.errors import HarnessError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -181,7 +181,7 @@ class LocalSandbox:
                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
                      "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **(env or {})},
                 start_new_session=True)
-            result = self._wait(proc, cg, lim, stdin, t0)
+            result = wait_capped(proc, cg.kill_all, lim, stdin, t0, oom=cg.oom_killed)
             if collect:
                 result.detail["files"] = {c: (work / c).read_bytes() if (work / c).is_file() else None for c in collect}
             return result
@@ -217,62 +217,3 @@ class LocalSandbox:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         return fn
-
-    @staticmethod
-    def _wait(proc: subprocess.Popen, cg: Cgroup, lim: Limits, stdin: bytes | None, t0: float) -> ExecResult:
-        bufs = {"out": bytearray(), "err": bytearray()}
-        over = threading.Event()
-
-        def pump(stream, key):
-            while True:
-                chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
-                if not chunk:
-                    return
-                room = lim.output_bytes - len(bufs["out"]) - len(bufs["err"])
-                if room > 0:
-                    bufs[key] += chunk[:room]
-                if len(chunk) > room:
-                    over.set()
-                    cg.kill_all()
-                    # keep draining so the writer never blocks on a full pipe before it dies
-
-        threads = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
-                   threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
-        for t in threads:
-            t.start()
-        if stdin is not None:
-            try:
-                proc.stdin.write(stdin)
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-        timed_out = False
-        try:
-            proc.wait(timeout=lim.wall_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            cg.kill_all()
-            proc.kill()
-            proc.wait()
-        cg.kill_all()  # background children of a finished command die with it
-        for t in threads:
-            t.join(timeout=5)
-        rc = proc.returncode
-        wall = time.monotonic() - t0
-        if over.is_set():
-            status = ExecStatus.OUTPUT_LIMIT
-        elif cg.oom_killed():
-            status = ExecStatus.MEMORY
-        elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL) and wall >= lim.wall_s * 0.95:
-            status = ExecStatus.TIMEOUT
-        elif rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-            status = ExecStatus.TIMEOUT
-        else:
-            status = ExecStatus.OK
-        out, err = bytes(bufs["out"]), bytes(bufs["err"])
-        if over.is_set():
-            if len(err):
-                err += TRUNCATION_MARKER
-            else:
-                out += TRUNCATION_MARKER
-        return ExecResult(rc, out, err, status, wall)

@@ -98,7 +98,7 @@ def test_hostile_commands_are_contained(shell, name):
         assert r.status == ExecStatus.TIMEOUT
     # the episode goes on (or, for a shell that killed itself, ends cleanly) and the host is fine
     after = shell.run("echo alive", timeout=10)
-    assert after.output == "alive\n" or not shell.alive
+    assert "alive\n" in after.output or not shell.alive  # a live bomb may still print around it
     port = srv.getsockname()[1]
     net = shell.run(f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1); print('CONNECTED')\" 2>&1 | tail -1", timeout=10)
     assert "CONNECTED" not in net.output
