@@ -189,20 +189,19 @@ class OSDomain(Domain):
             shot = json.loads(self.oneshot_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HarnessError(f"{self.oneshot_path}: cannot read the one-shot example ({exc})") from None
+        from envs.rootfs import ensure_rootfs
+
+        self.rootfs = self.rootfs or str(ensure_rootfs())  # the Docker image is made from it too
         self.prefix = [{"role": "assistant" if m["role"] in ("agent", "assistant") else m["role"],
                         "content": m["content"]} for m in shot]
-        if self.backend == "local":
-            from envs.rootfs import ensure_rootfs
-
-            self.rootfs = self.rootfs or str(ensure_rootfs())
-        elif self.backend != "docker":
+        if self.backend not in ("local", "docker"):
             raise HarnessError(f"os: unknown backend {self.backend!r} (local | docker)")
 
     def make_env(self):
         if self.backend == "docker":
             from envs.sandbox.docker import DockerShell
 
-            return DockerShell()
+            return DockerShell(self.rootfs)
         from envs.sandbox.rootfs_shell import RootfsShell
 
         return RootfsShell(self.rootfs)

@@ -44,14 +44,10 @@ def check_docker() -> tuple[bool, str]:
         return False, "no docker client/engine installed (apt-get install docker.io)"
     if importlib.util.find_spec("docker") is None:
         return False, "the docker SDK is not installed (pip install '.[envs]')"
-    import docker
+    from envs.docker_engine import client, engine_host
 
-    try:
-        client = docker.from_env(timeout=3)
-        v = client.version()["Version"]
-        return True, f"engine {v} answers"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"no engine answers ({type(exc).__name__}); start dockerd (see README)"
+    host = engine_host(start=True)  # the environment's engine, or a private dockerd started here
+    return True, f"engine {client().version()['Version']} at {host}"
 
 
 def check_vllm() -> tuple[bool, str]:

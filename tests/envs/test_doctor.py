@@ -1,0 +1,11 @@
+from harness.cli import main
+
+
+def test_doctor_reports_every_backend_with_a_reason(capsys):
+    main(["doctor"])
+    out = capsys.readouterr().out.splitlines()
+    names = ["bubblewrap", "sqlite", "mariadb", "docker engine", "vllm"]
+    for n in names:
+        line = next(line for line in out if n in line)
+        assert line.startswith(("ok ", "NO ")) and ": " in line  # a verdict and a reason
+    assert any(line.startswith("ok ") and "sqlite" in line for line in out)
