@@ -172,7 +172,7 @@ def test_gold_replay_in_docker(rootfs):
     idx = list(range(0, 170, 6))
     r = d.run(d.scripted_agent("gold"), idx)
     bad = {s.sample_id for s in r.samples if s.score < 1}
-    assert bad <= KNOWN | {"os/126"}, bad  # 126: see the note (process count in a container)
+    assert bad <= KNOWN, bad
     assert len(r.samples) - len(bad) >= len(idx) - 3
 
 
