@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the execution backends use: bubblewrap (local sandbox), MariaDB (SQL backend) and
-# debootstrap (the OS tasks' root filesystem).
+# debootstrap (the OS tasks' root filesystem) and Docker's engine (the Docker backends; the harness starts
+# its own private dockerd with safe flags, see envs/docker_engine.py).
 # Idempotent; installs only what is missing. Without root or apt it says what is missing and goes on:
 # the tests that need a missing backend then skip with the reason.
 set -u
@@ -8,6 +9,7 @@ need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: missing ${need[*]} (needs root and apt-get); dependent tests will skip" >&2
@@ -17,6 +19,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null 2>&1 || true
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
   || echo "install-system-deps: could not install ${need[*]}; dependent tests will skip" >&2
-# Debian's package starts a system-wide server; the harness runs its own private instances.
-if command -v service >/dev/null 2>&1; then service mariadb stop >/dev/null 2>&1 || true; fi
+# Debian's packages may start system-wide servers; the harness runs its own private instances.
+if command -v service >/dev/null 2>&1; then
+  service mariadb stop >/dev/null 2>&1 || true
+  service docker stop >/dev/null 2>&1 || true
+fi
 exit 0

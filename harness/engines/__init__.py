@@ -32,9 +32,7 @@ def build_engine(cfg: Mapping) -> ChatEngine:
 
         return HFEngine(**{k: v for k, v in cfg.items() if k != "kind"})
     if kind == "vllm":
-        from harness.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(**{k: v for k, v in cfg.items() if k != "kind"})
+        raise ConfigError("engine.kind: the vLLM engine is not implemented yet (issue 4 is open); use kind: hf")
     raise ConfigError(f"engine.kind: unknown engine {kind!r} (hf | vllm)")
 
 

@@ -12,7 +12,7 @@ single-quality searches sharing the budget; a child competes only in its own sea
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
 from collections import OrderedDict
 from pathlib import Path
 

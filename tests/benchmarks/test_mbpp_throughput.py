@@ -18,28 +18,28 @@ DATA = SHARED_DATA / "mbppplus" / "mbppplus.jsonl"
 
 
 def test_mbpp_canonical_throughput_vs_evalplus(tmp_path, benchmark):
-    evalplus = pytest.importorskip("evalplus")
+    pytest.importorskip("evalplus")
     from envs.sandbox.local import LocalSandbox
 
     if not LocalSandbox.available()[0] or not DATA.exists():
         pytest.skip("needs the local sandbox and the shared MBPP+ data")
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("\n".join(json.dumps({"task_id": r["task_id"], "solution": r["canonical_solution"]})
-                                 for r in rows))
+    text = "\n".join(json.dumps({"task_id": r["task_id"], "solution": r["canonical_solution"]}) for r in rows)
     os.environ["MBPP_OVERRIDE_PATH"] = str(DATA)
     from evalplus.evaluate import evaluate
 
-    def run_evalplus():
+    def run_evalplus(tag):
+        samples = tmp_path / f"samples_{tag}.jsonl"  # a fresh file: EvalPlus asks before overwriting results
+        samples.write_text(text)
         evaluate(dataset="mbpp", samples=str(samples), base_only=True, parallel=2, i_just_wanna_run=True)
 
     d = CodingDomain(task="coding", ctx=DomainContext(None, 0, SHARED_DATA), plus=False, workers=2)
     d.setup()
     gold = d.scripted_agent("gold")
-    run_evalplus()  # warm-up: EvalPlus computes and caches its ground truth
+    run_evalplus("warmup")  # warm-up: EvalPlus computes and caches its ground truth
     d.run(gold)  # warm-up: our expected outputs
     t0 = time.perf_counter()
-    run_evalplus()
+    run_evalplus("timed")
     evalplus_s = time.perf_counter() - t0
     result = benchmark.pedantic(lambda: d.run(gold), rounds=1, iterations=1)
     ours_s = benchmark.stats.stats.min

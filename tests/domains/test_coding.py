@@ -1,8 +1,6 @@
 """MBPP+: prompt to the letter, sanitiser, output codec, EvalPlus comparison, gold replay, hostile code."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 

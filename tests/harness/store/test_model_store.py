@@ -56,7 +56,7 @@ def test_cache_is_bounded_in_bytes(toy_models):
 def test_deep_lineage_without_recursion_limit(toy_models):
     s = store_for(toy_models, cache_bytes=1)
     prev = expert_id("e1")
-    for i in range(1500):
+    for _ in range(1500):
         prev = s.add({"kind": "merge", "parents": [prev, expert_id("e2")], "weights": [1.0, 0.0],
                       "normalize": True, "mutation": None, "svd_expert": None})
     assert torch.allclose(s.task_vector(prev)["a.weight"], s.task_vector(expert_id("e1"))["a.weight"])
