@@ -13,7 +13,7 @@ import pytest
 from harness.runner.checkpoint import read_json
 from tests.conftest import REPO, VECTOR_WORLD
 
-OVERRIDES = ["qd.generations=90", "runner.progress=false"]
+OVERRIDES = ["qd.generations=150", "runner.progress=false"]
 
 
 def cli(*args):
@@ -66,7 +66,7 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path):
     rnd = random.Random(0)
     for _ in range(3):
         before = told(run)
-        delay = rnd.uniform(0.0, 0.4)
+        delay = rnd.uniform(0.0, 0.15)
         proc = start(["resume", str(run)])
         state = {"t": None}
 
