@@ -90,3 +90,17 @@ def build_tiny_llm(d: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory):
     return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "model")
+
+
+@pytest.fixture(scope="session")
+def mariadb_docker_backend():
+    """MariaDB in a Docker container (image built from a debootstrap rootfs); skipped where impossible."""
+    from envs.sql.mariadb import MariaDBBackend
+    from harness.errors import HarnessError
+
+    try:
+        backend = MariaDBBackend(server="docker")
+    except HarnessError as exc:
+        pytest.skip(f"mariadb in docker unavailable: {exc}")
+    yield backend
+    backend.close()

@@ -1,4 +1,4 @@
-"""MariaDB / MySQL backend: a private server started from Debian's package, or an external URL.
+"""MariaDB / MySQL backend: a private server (Debian's package here, or in a Docker container), or a URL.
 
 Each sample gets its own database and its own user, granted privileges on that database only, so a
 model's ``DROP DATABASE`` of anything else, ``SHUTDOWN``, ``LOAD_FILE`` or ``INTO OUTFILE`` is refused by
@@ -69,10 +69,6 @@ class MariaDBServer:
                 time.sleep(0.1)
         atexit.register(self.close)
 
-    @property
-    def url(self) -> str:
-        return f"mysql://root:@127.0.0.1:{self.port}/"
-
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -81,6 +77,49 @@ class MariaDBServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MariaDBDockerServer:
+    """mariadbd in a container (network none); the harness reaches it through a socket in a bind mount."""
+
+    def __init__(self, startup_timeout: float = 60.0):
+        import pymysql
+
+        from envs.docker_engine import LABEL, client, ensure_image
+        from envs.rootfs import ensure_rootfs
+
+        image = ensure_image(ensure_rootfs(packages=("mariadb-server",)))
+        self.root = Path(tempfile.mkdtemp(prefix="cycleqd-mariadb-docker-"))
+        self.root.chmod(0o777)
+        self.sock = self.root / "mysqld.sock"
+        script = ("mariadb-install-db --no-defaults --user=root --datadir=/var/lib/cqd "
+                  "--auth-root-authentication-method=normal --skip-test-db >/dev/null && exec mariadbd --no-defaults "
+                  "--user=root --datadir=/var/lib/cqd --socket=/run/cqd/mysqld.sock --skip-networking "
+                  "--character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci --skip-log-bin "
+                  "--innodb-buffer-pool-size=64M --max-connections=500")
+        self.container = client().containers.run(
+            image, ["sh", "-c", script], detach=True, network_mode="none", mem_limit=1 << 30, pids_limit=512,
+            volumes={str(self.root): {"bind": "/run/cqd", "mode": "rw"}}, labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())})
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                pymysql.connect(unix_socket=str(self.sock), user="root", password="").close()
+                break
+            except pymysql.err.OperationalError:
+                self.container.reload()
+                if self.container.status == "exited" or time.monotonic() > deadline:
+                    logs = self.container.logs()[-300:]
+                    self.close()
+                    raise HarnessError(f"mariadb backend: the container did not start: {logs!r}") from None
+                time.sleep(0.2)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -95,8 +134,9 @@ class MariaDBDatabase(SQLDatabase):
         admin = backend.admin()
         with admin.cursor() as c:
             c.execute(f"CREATE DATABASE {quote_ident(self.db)} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
-            c.execute(f"CREATE USER '{self.user}'@'%' IDENTIFIED BY '{pw}'")
-            c.execute(f"GRANT ALL PRIVILEGES ON {quote_ident(self.db)}.* TO '{self.user}'@'%'")
+            for host in ("%", "localhost"):  # TCP clients and socket clients
+                c.execute(f"CREATE USER '{self.user}'@'{host}' IDENTIFIED BY '{pw}'")
+                c.execute(f"GRANT ALL PRIVILEGES ON {quote_ident(self.db)}.* TO '{self.user}'@'{host}'")
             cols = ", ".join(f"{quote_ident(col)} TEXT" for col in table.columns)
             try:
                 c.execute(f"CREATE TABLE {quote_ident(self.db)}.{quote_ident(table.name)} ({cols})")
@@ -108,7 +148,7 @@ class MariaDBDatabase(SQLDatabase):
             except pymysql.err.MySQLError as exc:
                 self._drop()
                 raise TableBuildError(f"table {table.name!r}: {exc}") from None
-        self.conn = pymysql.connect(host=backend.host, port=backend.port, user=self.user, password=pw,
+        self.conn = pymysql.connect(**backend.address(), user=self.user, password=pw,
                                     database=self.db, charset="utf8mb4", autocommit=False,
                                     read_timeout=backend.timeout_s + 5, write_timeout=backend.timeout_s + 5)
         with self.conn.cursor() as c:
@@ -141,6 +181,7 @@ class MariaDBDatabase(SQLDatabase):
         with self.backend.admin().cursor() as c:
             c.execute(f"DROP DATABASE IF EXISTS {quote_ident(self.db)}")
             c.execute(f"DROP USER IF EXISTS '{self.user}'@'%'")
+            c.execute(f"DROP USER IF EXISTS '{self.user}'@'localhost'")
         self.backend.admin().commit()
 
     def close(self) -> None:
@@ -152,17 +193,21 @@ class MariaDBDatabase(SQLDatabase):
 
 
 class MariaDBBackend(SQLBackend):
-    """``url``: ``mysql://user:pass@host:port/`` of an admin account; none: start a private server."""
+    """``url``: ``mysql://user:pass@host:port/`` of an admin account. Without one, a private server:
+    ``server="local"`` (Debian's mariadbd on this machine) or ``server="docker"`` (in a container)."""
 
     name = "mariadb"
 
-    def __init__(self, url: str | None = None, timeout_s: float = 5.0):
+    def __init__(self, url: str | None = None, timeout_s: float = 5.0, server: str = "local"):
         try:
             import pymysql  # noqa: F401
         except ImportError:
             raise HarnessError("mariadb backend: pymysql is not installed (pip install '.[envs]')") from None
-        self.server = None if url else MariaDBServer()
-        u = urlparse(url or self.server.url)
+        if server not in ("local", "docker"):
+            raise HarnessError(f"mariadb backend: server must be 'local' or 'docker', got {server!r}")
+        self.server = None if url else (MariaDBServer() if server == "local" else MariaDBDockerServer())
+        self.socket = str(self.server.sock) if self.server is not None else None
+        u = urlparse(url or "mysql://root:@127.0.0.1:3306/")
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 3306
         self.admin_user, self.admin_pw = unquote(u.username or "root"), unquote(u.password or "")
         self.timeout_s = timeout_s
@@ -177,9 +222,12 @@ class MariaDBBackend(SQLBackend):
                 return self._admin
             except pymysql.err.MySQLError:
                 self._admin = None
-        self._admin = pymysql.connect(host=self.host, port=self.port, user=self.admin_user,
+        self._admin = pymysql.connect(**self.address(), user=self.admin_user,
                                       password=self.admin_pw, charset="utf8mb4", autocommit=False)
         return self._admin
+
+    def address(self) -> dict:
+        return {"unix_socket": self.socket} if self.socket else {"host": self.host, "port": self.port}
 
     def create(self, table: TableSpec, tag: str) -> MariaDBDatabase:
         return MariaDBDatabase(self, table, tag)

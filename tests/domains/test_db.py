@@ -113,6 +113,15 @@ def test_gold_replay_mariadb(mariadb_backend):
 
 
 @needs_data
+def test_gold_replay_mariadb_in_docker(mariadb_docker_backend):
+    d = domain()
+    d.backend = mariadb_docker_backend
+    r = d.run(scripted_agent("gold"), range(150, 360, 3))  # modifications and questions
+    bad = {s.sample_id for s in r.samples if s.score < 1}
+    assert bad <= BUILD | {"db/225", "db/278", "db/295"}, bad
+
+
+@needs_data
 @pytest.mark.parametrize("kind,status", [("zero", SampleStatus.WRONG), ("garbage", SampleStatus.INVALID_ACTION),
                                          ("never_act", SampleStatus.TURN_LIMIT)])
 def test_wrong_agents_score_zero(kind, status):

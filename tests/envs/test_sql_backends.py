@@ -41,14 +41,10 @@ def test_table_validation_matches_mysql():
         TableSpec("t", ("a", "b"), (("x",),)).validate()
 
 
-def backends(request):
-    return request.getfixturevalue("mariadb_backend") if request.param == "mariadb" else SQLiteBackend(timeout_s=1.0)
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", "mariadb", "mariadb-docker"])
 def backend(request):
-    if request.param == "mariadb":
-        b = request.getfixturevalue("mariadb_backend")
+    if request.param.startswith("mariadb"):
+        b = request.getfixturevalue("mariadb_backend" if request.param == "mariadb" else "mariadb_docker_backend")
         old = b.timeout_s
         b.timeout_s = 1.0
         yield b
