@@ -13,7 +13,6 @@ import io
 import os
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -80,18 +79,8 @@ class DockerShell(InteractiveShell):
         _kill_all_but(self.cid, [self.shell_pid])
 
     def exec(self, argv: Sequence[str], timeout: float | None = None):
-        with tempfile.TemporaryFile() as out:
-            p = subprocess.Popen(["docker", "exec", "-w", "/", self.cid, *argv], stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, env=dict(os.environ, DOCKER_HOST=engine_host()))
-            try:
-                rc, status = p.wait(timeout=timeout or self.limits.wall_s), ExecStatus.OK
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                self._kill_foreground()
-                rc, status = None, ExecStatus.TIMEOUT
-            out.seek(0)
-            return rc, out.read(self.limits.output_bytes).decode("utf-8", "replace"), status
+        return self._exec_to_file(["docker", "exec", "-w", "/", self.cid, *argv], timeout,
+                                  env=dict(os.environ, DOCKER_HOST=engine_host()))
 
     @property
     def alive(self) -> bool:

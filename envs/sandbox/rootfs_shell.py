@@ -168,18 +168,4 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
             return None, "", ExecStatus.ENV_ERROR
         cmd = ["nsenter", "-t", str(self.ns_pid), "-m", "-p", "-i", "-u", "-n", "--",
                *self._enter_root().split(), *argv]
-        # Output goes to a file, not a pipe: a script that leaves background jobs behind (``sleep 60 &``)
-        # is finished when it exits, as with ``docker exec``; stdout and stderr are merged, as there.
-        with tempfile.TemporaryFile() as out:
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 preexec_fn=self._preexec)
-            try:
-                rc, status = p.wait(timeout=timeout or self.limits.wall_s), ExecStatus.OK
-            except subprocess.TimeoutExpired:
-                self._kill_foreground()
-                p.kill()
-                p.wait()
-                rc, status = None, ExecStatus.TIMEOUT
-            out.seek(0)
-            text = out.read(self.limits.output_bytes).decode("utf-8", "replace")
-        return rc, text, status
+        return self._exec_to_file(cmd, timeout, preexec_fn=self._preexec)

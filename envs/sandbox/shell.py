@@ -38,6 +38,25 @@ class InteractiveShell:
     def _kill_foreground(self) -> None:
         raise NotImplementedError
 
+    def _exec_to_file(self, cmd, timeout: float | None, **popen) -> tuple[int | None, str, ExecStatus]:
+        """Run an independent process of the episode. Output goes to a file, not a pipe: a script that
+        leaves background jobs behind (``sleep 60 &``) is finished when it exits, as with ``docker exec``;
+        stdout and stderr are merged, as there. On timeout the episode's foreground processes die."""
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryFile() as out:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **popen)
+            try:
+                rc, status = p.wait(timeout=timeout or self.limits.wall_s), ExecStatus.OK
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self._kill_foreground()
+                rc, status = None, ExecStatus.TIMEOUT
+            out.seek(0)
+            return rc, out.read(self.limits.output_bytes).decode("utf-8", "replace"), status
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -90,7 +90,9 @@ def test_merge_throughput_vs_plain_copy(benchmark, checkpoints):
         merge()
         rounds.append(time.perf_counter() - t0 - copy_times[-1])
 
-    benchmark.pedantic(timed, rounds=3, iterations=1, warmup_rounds=1)
+    # copy and merge alternate within each round and the best of 5 rounds counts for each: a transient
+    # load on the machine hits both, and the ratio is of their best runs
+    benchmark.pedantic(timed, rounds=5, iterations=1, warmup_rounds=1)
     merge_s, copy_s = min(rounds[1:] or rounds), min(copy_times[1:] or copy_times)
     ratio = copy_s / merge_s
     benchmark.extra_info.update(merge_gb_s=nbytes / merge_s / 1e9, copy_gb_s=nbytes / copy_s / 1e9,
