@@ -80,6 +80,9 @@ def _cmd_replay(a) -> int:
               f"excluding {harness} harness-side failures: {counts.get('solved', 0)}/{n - harness} "
               f"({counts.get('solved', 0) / max(n - harness, 1):.1%})")
         print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if any("plus" in s.detail for s in res.samples):  # MBPP+: the second column
+            plus = sum(s.detail.get("plus") is True for s in res.samples)
+            print(f"plus: {plus}/{n} ({plus / max(n, 1):.1%})")
         if a.show_failures:
             for s in res.samples:
                 if s.score < 1:
