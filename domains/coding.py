@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from envs.sandbox.base import ExecStatus, Limits
 from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, ChatRequest, ScriptedAgent, load_jsonl, split_indices
+from harness.episodes import Agent, ChatRequest, ScriptedAgent, load_samples, split_of
 from harness.errors import HarnessError
 
 RUNNER = Path(__file__).with_name("coding_runner.py")
@@ -289,17 +289,12 @@ class CodingDomain(Domain):
 
     def samples(self) -> list[dict]:
         if self._samples is None:
-            rows = load_jsonl(self.data_path)
-            for i, r in enumerate(rows):
-                for k in ("task_id", "prompt", "entry_point", "canonical_solution", "base_input"):
-                    if k not in r:
-                        raise HarnessError(f"{self.data_path}:{i + 1}: sample lacks {k!r}")
-            self._samples = rows[: self.limit] if self.limit else rows
+            self._samples = load_samples(self.data_path, self.limit,
+                                         ("task_id", "prompt", "entry_point", "canonical_solution", "base_input"))
         return self._samples
 
     def split(self, name: str) -> list[int]:
-        n = len(self.samples())
-        return list(range(n)) if name == "all" else split_indices(n, self.ctx.seed, f"coding:{self.data_path.name}")[name]
+        return split_of(len(self.samples()), self.ctx.seed, f"coding:{self.data_path.name}", name)
 
     def messages(self, sample: dict) -> list[dict]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user_turn(sample)}]

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec, get_backend
 from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, ChatRequest, Episode, ScriptedAgent, load_jsonl, run_episodes, split_indices
+from harness.episodes import Agent, Episode, ScriptedAgent, load_samples, run_episodes, split_of
 
 MODIFY = ("INSERT", "UPDATE", "DELETE")
 OBS_LIMIT = 800
@@ -77,17 +77,12 @@ class DBEpisode(Episode):
             {"role": "user", "content": f"{sample['description']}\n{sample['add_description']}"},
         ]
         self.rounds = 0
-        self.done = False
-        self.turn = 0
-        self.result: SampleResult | None = None
+        self.done, self.turn = False, 0
         self.db: SQLDatabase | None = None
         try:
             self.db = backend.create(self.table, tag=sample_id)
         except TableBuildError as exc:
             self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
-
-    def request(self) -> ChatRequest:
-        return ChatRequest(self.sample_id, list(self.messages), self.sample, self.turn)
 
     def step(self, reply: str) -> None:
         self.messages.append({"role": "assistant", "content": reply})
@@ -125,10 +120,6 @@ class DBEpisode(Episode):
             ok = failure is None and question_correct(answer, self.sample["label"])
         status = SampleStatus.SOLVED if ok else (failure or SampleStatus.WRONG)
         self._finish(status, 1.0 if ok else 0.0, detail)
-
-    def _finish(self, status: SampleStatus, score: float, detail: dict) -> None:
-        self.result = SampleResult(self.sample_id, status, score, detail)
-        self.done = True
 
     def close(self) -> None:
         if self.db is not None:
@@ -189,19 +180,12 @@ class DBDomain(Domain):
 
     def samples(self) -> list[dict]:
         if self._samples is None:
-            rows = load_jsonl(self.data_path)
-            for i, r in enumerate(rows):
-                missing = [k for k in ("description", "add_description", "type", "table", "label") if k not in r]
-                if missing:
-                    raise ValueError(f"{self.data_path}:{i + 1}: sample lacks {missing[0]!r}")
-            self._samples = rows[: self.limit] if self.limit else rows
+            self._samples = load_samples(self.data_path, self.limit,
+                                         ("description", "add_description", "type", "table", "label"))
         return self._samples
 
     def split(self, name: str) -> list[int]:
-        n = len(self.samples())
-        if name == "all":
-            return list(range(n))
-        return split_indices(n, self.ctx.seed, f"db:{self.data_path.name}")[name]
+        return split_of(len(self.samples()), self.ctx.seed, f"db:{self.data_path.name}", name)
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         if self.backend is None:

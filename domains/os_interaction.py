@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from envs.sandbox.base import ExecStatus
 from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, ChatRequest, Episode, ScriptedAgent, load_jsonl, run_episodes, split_indices
+from harness.episodes import Agent, Episode, ScriptedAgent, load_samples, run_episodes, split_of
 from harness.errors import HarnessError
 
 OBS_LIMIT, OBS_KEEP = 800, 780
@@ -70,7 +70,6 @@ class OSEpisode(Episode):
         self.messages = prefix + [{"role": "user", "content": "Now, I will start a new problem in a new OS. "
                                                                f"My problem is:\n\n{sample['description']}"}]
         self.done, self.turn, self.rounds = False, 0, 0
-        self.result: SampleResult | None = None
         self.env = None
         try:
             self.env = make_env()
@@ -84,9 +83,6 @@ class OSEpisode(Episode):
                              timeout=30, raw=True)
         except HarnessError as exc:
             self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
-
-    def request(self) -> ChatRequest:
-        return ChatRequest(self.sample_id, list(self.messages), self.sample, self.turn)
 
     def step(self, reply: str) -> None:
         self.messages.append({"role": "assistant", "content": reply})
@@ -135,10 +131,6 @@ class OSEpisode(Episode):
                 return False, log
             params.append(out)
         return True, log
-
-    def _finish(self, status: SampleStatus, score: float, detail: dict) -> None:
-        self.result = SampleResult(self.sample_id, status, score, detail)
-        self.done = True
 
     def close(self) -> None:
         if self.env is not None:
@@ -208,16 +200,12 @@ class OSDomain(Domain):
 
     def samples(self) -> list[dict]:
         if self._samples is None:
-            rows = load_jsonl(self.data_path)
-            for i, r in enumerate(rows):
-                if "description" not in r or not (r.get("match") or r.get("check")):
-                    raise HarnessError(f"{self.data_path}:{i + 1}: a sample needs a description and a match or check")
-            self._samples = rows[: self.limit] if self.limit else rows
+            self._samples = load_samples(self.data_path, self.limit, ("description",),
+                                         lambda r: None if r.get("match") or r.get("check") else "a sample needs a match or a check")
         return self._samples
 
     def split(self, name: str) -> list[int]:
-        n = len(self.samples())
-        return list(range(n)) if name == "all" else split_indices(n, self.ctx.seed, f"os:{self.data_path.name}")[name]
+        return split_of(len(self.samples()), self.ctx.seed, f"os:{self.data_path.name}", name)
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         if self.prefix is None:

@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
+from harness.domain import SampleResult, SampleStatus
+
 
 @dataclass
 class ChatRequest:
@@ -32,15 +34,21 @@ class Agent(ABC):
 
 
 class Episode(ABC):
-    """One sample's conversation with its environment. ``done`` once judged."""
+    """One sample's conversation with its environment. ``done`` once judged, ``result`` then set."""
 
     sample_id: str
     sample: dict
+    messages: list[dict]
     done: bool = False
     turn: int = 0
+    result: SampleResult | None = None
 
-    @abstractmethod
-    def request(self) -> ChatRequest: ...
+    def request(self) -> ChatRequest:
+        return ChatRequest(self.sample_id, list(self.messages), self.sample, self.turn)
+
+    def _finish(self, status: SampleStatus, score: float, detail: dict) -> None:
+        self.result = SampleResult(self.sample_id, status, score, detail)
+        self.done = True
 
     @abstractmethod
     def step(self, reply: str) -> None:
@@ -106,6 +114,25 @@ def load_jsonl(path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise HarnessError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
     return out
+
+
+def load_samples(path, limit: int | None, required: Sequence[str] = (), check=None) -> list[dict[str, Any]]:
+    """A dataset file in the shared format, validated line by line (one-line errors naming file:line),
+    cut to its first ``limit`` samples. ``check(row)`` returns an error text for a bad row, or None."""
+    from harness.errors import HarnessError
+
+    rows = load_jsonl(path)
+    for i, r in enumerate(rows):
+        missing = [k for k in required if k not in r]
+        why = f"sample lacks {missing[0]!r}" if missing else (check(r) if check else None)
+        if why:
+            raise HarnessError(f"{path}:{i + 1}: {why}")
+    return rows[:limit] if limit else rows
+
+
+def split_of(n: int, seed: int, name: str, split: str) -> list[int]:
+    """Indices of ``split`` ("opt", "test" or "all") of a dataset of n samples."""
+    return list(range(n)) if split == "all" else split_indices(n, seed, name)[split]
 
 
 def split_indices(n: int, seed: int, name: str) -> dict[str, list[int]]:

@@ -17,7 +17,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Mapping
 
 import torch
 
@@ -229,12 +229,6 @@ def save_state_dict(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
     with SafetensorsWriter(path, metas) as w:
         for k, v in tensors.items():
             w.write(k, v)
-
-
-def iter_tensors(reader: "SafetensorsReader | CheckpointReader", names: Iterable[str] | None = None
-                 ) -> Iterator[tuple[str, torch.Tensor]]:
-    for name in names if names is not None else reader.keys():
-        yield name, reader.read(name)
 
 
 class CheckpointReader:

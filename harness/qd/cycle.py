@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from harness.errors import ConfigError
-from harness.qd.archive import AddStatus, GridArchive, bounds_from_expert_scores
+from harness.qd.archive import GridArchive, bounds_from_expert_scores
 from harness.qd.operators import aggregation_weights, crossover_weights
 from harness.qd.sampling import SAMPLERS, sample_parents
 
@@ -223,7 +223,3 @@ class CycleQD:
 
     def summary(self) -> dict[str, dict]:
         return {t: asdict(a.stats) for t, a in self.archives.items()}
-
-
-def statuses_name(statuses: Mapping[str, int]) -> dict[str, str]:
-    return {t: AddStatus(s).name for t, s in statuses.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 
@@ -109,7 +109,3 @@ def aggregate_tensor(taus: Sequence[torch.Tensor], betas: Sequence[float]) -> to
     for b, t in zip(betas, taus):
         out.add_(t.float(), alpha=float(b))
     return out
-
-
-def task_vector(model: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: model[k].float() - base[k].float() for k in base}
