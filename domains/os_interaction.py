@@ -164,14 +164,15 @@ class OSDomain(Domain):
     def __init__(self, *, task, ctx, data: str = "agentbench_os/os_interaction.jsonl",
                  oneshot: str = "agentbench_os/oneshot.json", backend: str = "local", round_limit: int = 5,
                  action_timeout: float = 10.0, batch_size: int = 8, limit: int | None = None,
-                 engine: dict | None = None, max_new_tokens: int = 512, rootfs: str | None = None):
+                 engine: dict | None = None, max_new_tokens: int = 512, rootfs: str | None = None,
+                 env_workers: int = 4):
         super().__init__(task=task, ctx=ctx)
         root = Path(ctx.data_root) if ctx.data_root else Path(".")
         self.data_path = Path(data) if Path(data).is_absolute() else root / data
         self.oneshot_path = Path(oneshot) if Path(oneshot).is_absolute() else root / oneshot
         self.backend, self.round_limit, self.action_timeout = backend, round_limit, action_timeout
         self.batch_size, self.limit, self.engine_cfg, self.max_new_tokens = batch_size, limit, engine, max_new_tokens
-        self.rootfs = rootfs
+        self.rootfs, self.env_workers = rootfs, max(1, int(env_workers))
         self._samples = None
         self.prefix: list[dict] | None = None
 
@@ -213,15 +214,19 @@ class OSDomain(Domain):
         samples = self.samples()
         idx = list(range(len(samples))) if indices is None else list(indices)
         results: dict[int, SampleResult] = {}
-        # environments are made lazily, batch by batch, so at most batch_size exist at once
-        for start in range(0, len(idx), self.batch_size):
-            chunk = idx[start : start + self.batch_size]
-            eps = [OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env, self.round_limit,
-                             self.action_timeout) for i in chunk]
-            run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size)
-            for i, e in zip(chunk, eps):
-                e.close()
-                results[i] = e.result
+        # environments are made lazily, batch by batch, so at most batch_size exist at once; making and
+        # destroying one is mostly waiting on mount / unshare / cgroup processes, so a few threads do it
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.env_workers) as pool:
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                eps = list(pool.map(lambda i: OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env,
+                                                        self.round_limit, self.action_timeout), chunk))
+                run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size)
+                list(pool.map(lambda e: e.close(), eps))
+                for i, e in zip(chunk, eps):
+                    results[i] = e.result
         res = [results[i] for i in idx]
         return TaskResult(sum(r.score for r in res) / max(len(res), 1), res)
 

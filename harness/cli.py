@@ -53,6 +53,33 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _cmd_mini(a) -> int:
+    """Build the mini world if missing and write mini Table 1 and Table 2 (quick or full variant)."""
+    from domains.mini.experiment import run_experiment
+
+    report = run_experiment("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None,
+                            progress=not a.quiet)
+    out_dir = Path(report["out_dir"])
+    print((out_dir / "tables.md").read_text())
+    print(f"report: {out_dir / 'index.html'}")
+    if a.check:
+        import json as _json
+
+        from domains.mini.regression import DEFAULT_TOLERANCES, compare
+
+        ref_path = Path(a.check) / "report.json" if Path(a.check).is_dir() else Path(a.check)
+        if not ref_path.is_file():
+            raise HarnessError(f"mini --check: no reference report at {ref_path}")
+        problems = compare(report, _json.loads(ref_path.read_text()), **DEFAULT_TOLERANCES)
+        if problems:
+            print(f"regression check against {ref_path}: {len(problems)} difference(s) beyond tolerance", file=sys.stderr)
+            for p in problems:
+                print(f"  - {p}", file=sys.stderr)
+            return 1
+        print(f"regression check against {ref_path}: within tolerance {DEFAULT_TOLERANCES}")
+    return 0
+
+
 def _cmd_replay(a) -> int:
     """Run a dataset through the real protocol, envs and judge with a scripted agent."""
     import json as _json
@@ -135,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")
     rp.add_argument("--show-failures", action="store_true")
     rp.set_defaults(fn=_cmd_replay)
+    mi = sub.add_parser("mini", help="the mini world: build the tiny models and write mini Table 1 and Table 2")
+    mi.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
+    mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument("--out", default=None, help="output directory (default: runs/mini-<variant>-seed<seed>)")
+    mi.add_argument("--quiet", action="store_true")
+    mi.add_argument("--check", default=None, metavar="REFERENCE",
+                    help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
+    mi.set_defaults(fn=_cmd_mini)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
     dr.set_defaults(fn=_cmd_doctor)

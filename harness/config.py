@@ -70,6 +70,11 @@ class RunnerConfig:
     test_split: str = "test"
     allow_test_split: bool = False  # refuse to optimise on the test split unless set
     progress: bool = True
+    # every this many generations, score the current aggregated model on the test split (0 = never);
+    # reporting only: nothing the search does depends on it
+    progress_every: int = 0
+    # final evaluation: "all" = base, experts, mean merge, each archive's best and CycleQD; "final" = CycleQD
+    final_rows: str = "all"
 
 
 @dataclass
@@ -158,6 +163,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"runner.workers: must be >= 1, got {cfg.runner.workers}")
     if cfg.runner.snapshot_every < 1:
         raise ConfigError(f"runner.snapshot_every: must be >= 1, got {cfg.runner.snapshot_every}")
+    if cfg.runner.progress_every < 0:
+        raise ConfigError(f"runner.progress_every: must be >= 0, got {cfg.runner.progress_every}")
+    if cfg.runner.final_rows not in ("all", "final"):
+        raise ConfigError(f"runner.final_rows: {cfg.runner.final_rows!r} is not one of ['all', 'final']")
     if cfg.runner.opt_split == cfg.runner.test_split and not cfg.runner.allow_test_split:
         raise ConfigError(
             f"runner.opt_split: {cfg.runner.opt_split!r} is the test split; optimising on it leaks the "

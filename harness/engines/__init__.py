@@ -17,6 +17,10 @@ _ENGINES: dict[str, object] = {}
 
 
 class ChatEngine:
+    """``seconds`` accumulates wall time per phase ("load", "generate") for profiling reports."""
+
+    seconds: dict
+
     def load_state_dict(self, state_dict: Mapping) -> None:
         raise NotImplementedError
 
@@ -34,6 +38,15 @@ def build_engine(cfg: Mapping) -> ChatEngine:
     if kind == "vllm":
         raise ConfigError("engine.kind: the vLLM engine is not implemented yet (issue 4 is open); use kind: hf")
     raise ConfigError(f"engine.kind: unknown engine {kind!r} (hf | vllm)")
+
+
+def engine_seconds() -> dict[str, float]:
+    """Seconds spent per phase by every engine built in this process (load, generate)."""
+    out: dict[str, float] = {}
+    for e in _ENGINES.values():
+        for k, v in getattr(e, "seconds", {}).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def get_engine(cfg: Mapping) -> ChatEngine:

@@ -8,6 +8,7 @@ parameters: building the model happens once per worker, not once per child.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -41,11 +42,13 @@ class HFEngine(ChatEngine):
             raise CheckpointError(f"{path}: the tokenizer has no chat template; give engine.chat_template")
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
+        self.seconds = {"load": 0.0, "generate": 0.0}
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy weights into the live model (same objects, same memory); every parameter must be given,
         except weights tied to one that is (lm_head to the embeddings)."""
+        t0 = time.perf_counter()
         seen_ptrs = set()
         for name, p in self._params.items():
             t = state_dict.get(name)
@@ -60,6 +63,7 @@ class HFEngine(ChatEngine):
         extra = [k for k in state_dict if k not in self._params and k not in self._buffers]
         if extra:
             raise CheckpointError(f"engine: state dict has unexpected tensor {extra[0]!r}")
+        self.seconds["load"] += time.perf_counter() - t0
 
     def prompts(self, conversations: Sequence[list[dict]], prefill: str = "") -> list[str]:
         return [self.tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True,
@@ -68,6 +72,7 @@ class HFEngine(ChatEngine):
     @torch.no_grad()
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
                  max_new_tokens: int = 512) -> list[str]:
+        t0 = time.perf_counter()
         prompts = self.prompts(conversations, prefill)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
         out: list[str] = [""] * len(prompts)
@@ -83,6 +88,7 @@ class HFEngine(ChatEngine):
             for j, i in enumerate(idx):
                 text = self.tok.decode(new[j], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, stop)
+        self.seconds["generate"] += time.perf_counter() - t0
         return out
 
 

@@ -141,6 +141,9 @@ class Runner:
                     self.qd.history[-1]["timings"] = result["timings"]
                     if job.generation % int(self.cfg.runner.snapshot_every) == 0 or self.qd.done:
                         self.snapshot(job.generation)
+                    every = int(self.cfg.runner.progress_every)
+                    if every and (job.generation % every == 0 or self.qd.done):
+                        self.progress_point(executor, job.generation)
                 elif self.qd.seeded and not self.qd.generation:
                     self.snapshot(0)
                 self.checkpoint()
@@ -152,18 +155,33 @@ class Runner:
             executor.close()
         return results
 
+    def progress_point(self, executor, generation: int) -> None:
+        """Score the model CycleQD would return now on the test split; appended to progress.json before
+        the checkpoint, so a run killed in between recomputes it on resume (same model, same score)."""
+        path = self.run_dir / "progress.json"
+        points = [p for p in (read_json(path) if path.exists() else []) if p["generation"] < generation]
+        recipe, _ = self.qd.aggregate_recipe()
+        mid = self.store.add(recipe)
+        res = executor.submit(mid, self.store.lineage(mid), self.cfg.runner.test_split).result()
+        scores = res["scores"]
+        points.append({"generation": generation, "model_id": mid, "split": self.cfg.runner.test_split,
+                       "scores": scores, "avg": None if scores is None else sum(scores.values()) / len(scores)})
+        atomic_write_json(path, points, indent=1)
+
     # -- final model and leaderboard ----------------------------------------------------------------
     def final_evaluation(self, executor) -> dict:
         """Score base, experts, each archive's best elite and the aggregated model on both splits."""
         recipe, info = self.qd.aggregate_recipe()
         final_id = self.store.add(recipe)
         self.checkpoint()  # the final recipe is part of the store index from now on
-        rows = [("base", BASE_ID)] + [(f"expert:{e}", expert_id(e)) for e in self.expert_names]
-        mean_id = self.store.add({"kind": "merge", "parents": [expert_id(e) for e in self.expert_names],
-                                  "weights": [1.0] * len(self.expert_names), "normalize": True,
-                                  "mutation": None, "svd_expert": None})
-        rows += [("mean_merge", mean_id)]
-        rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
+        rows = []
+        if self.cfg.runner.final_rows == "all":
+            rows = [("base", BASE_ID)] + [(f"expert:{e}", expert_id(e)) for e in self.expert_names]
+            mean_id = self.store.add({"kind": "merge", "parents": [expert_id(e) for e in self.expert_names],
+                                      "weights": [1.0] * len(self.expert_names), "normalize": True,
+                                      "mutation": None, "svd_expert": None})
+            rows += [("mean_merge", mean_id)]
+            rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
         rows += [("cycleqd", final_id)]
         splits = [self.cfg.runner.opt_split, self.cfg.runner.test_split]
         table = []

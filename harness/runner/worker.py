@@ -20,20 +20,23 @@ from harness.errors import NonFiniteError
 from harness.store.model_store import ModelStore, expert_id
 
 
-def resolve_model_paths(cfg, run_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """Base and expert directories: from the config, or from the world builder (written under run_dir)."""
+def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
+    """Base and expert directories and the tasks' data root: from the config, or from the world builder
+    (which may ship its own datasets by returning a ``data_root``)."""
     m = cfg.model
+    data_root = Path(cfg.data_root)
     if m.builder is not None:
         from harness.worlds import build_world
 
         paths = build_world(m.builder.kind, run_dir / "world", OmegaConf.to_container(m.builder.params))
         base = paths.pop("base")
-        return base, paths
-    return Path(m.base), {k: Path(v) for k, v in m.experts.items()}
+        data_root = paths.pop("data_root", data_root)
+        return base, paths, data_root
+    return Path(m.base), {k: Path(v) for k, v in m.experts.items()}, data_root
 
 
 def make_store(cfg, run_dir: Path) -> ModelStore:
-    base, experts = resolve_model_paths(cfg, run_dir)
+    base, experts, _ = resolve_world(cfg, run_dir)
     return ModelStore(base_dir=base, experts=experts, cache_bytes=int(cfg.model.cache_bytes))
 
 
@@ -42,8 +45,9 @@ class Evaluator:
         self.cfg = OmegaConf.create(dict(cfg_dict))
         torch.set_num_threads(int(self.cfg.runner.torch_threads))
         self.run_dir = Path(run_dir)
-        self.store = make_store(self.cfg, self.run_dir)
-        ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=Path(self.cfg.data_root),
+        base, experts, data_root = resolve_world(self.cfg, self.run_dir)
+        self.store = ModelStore(base_dir=base, experts=experts, cache_bytes=int(self.cfg.model.cache_bytes))
+        ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=data_root,
                             base_dir=self.store.base_dir)
         self.domains = {
             t.name: build_domain(t.domain, task=t.name, ctx=ctx, params=OmegaConf.to_container(t.params))
@@ -80,4 +84,4 @@ class Evaluator:
         self.store.close()
 
 
-__all__ = ["Evaluator", "make_store", "resolve_model_paths", "expert_id"]
+__all__ = ["Evaluator", "make_store", "resolve_world", "expert_id"]

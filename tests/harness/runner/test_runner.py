@@ -100,3 +100,40 @@ def test_refuses_to_clobber_an_existing_run(tmp_path):
 def test_non_finite_operator_setting_is_a_config_error():
     with pytest.raises(ConfigError, match="qd.mutation_sigma: must be a finite number"):
         load_config(VECTOR_WORLD, ["qd.mutation_sigma=inf"])
+
+
+def test_progress_points_on_test_split_and_final_rows_only(tmp_path):
+    run_dir, res = run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=30", "runner.progress_every=10",
+                                                          "runner.final_rows=final"], run_dir=tmp_path / "p")
+    points = read_json(run_dir / "progress.json")
+    assert [p["generation"] for p in points] == [10, 20, 30]
+    assert all(p["split"] == "test" and 0 <= p["avg"] <= 1 for p in points)
+    # the last point is the model the run returns, scored on the same split
+    assert points[-1]["model_id"] == res["final_model_id"]
+    assert points[-1]["avg"] == pytest.approx(res["rows"][0]["test"]["avg"])
+    assert [r["model"] for r in res["rows"]] == ["cycleqd"]
+    # reporting only: the archives are those of a run without progress points
+    plain, _ = run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=30"], run_dir=tmp_path / "q")
+    assert final_archives(run_dir) == final_archives(plain)
+
+
+def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
+    from harness.runner.worker import resolve_world
+    from harness.worlds import _BUILDERS, register_builder
+
+    cfg = load_config(VECTOR_WORLD)
+    base, experts, data_root = resolve_world(cfg, tmp_path)
+    assert str(data_root) == cfg.data_root and "base" not in experts
+
+    @register_builder("with_data")
+    def _b(out_dir, **_):
+        d = _BUILDERS["vector_world"](out_dir, world_seed=0, n_tasks=3, dim=32)
+        return {**d, "data_root": tmp_path / "data"}
+
+    try:
+        cfg.model.builder.kind = "with_data"
+        cfg.model.builder.params = {}
+        base, experts, data_root = resolve_world(cfg, tmp_path)
+        assert data_root == tmp_path / "data" and "data_root" not in experts and len(experts) == 3
+    finally:
+        _BUILDERS.pop("with_data")

@@ -1,0 +1,208 @@
+"""The mini-world experiment: mini Table 1 and Table 2 from one call (``cycleqd mini``).
+
+Table 1 (test split, per family and average): the base, the three experts, the all-data fine-tune, the
+mean of task vectors, TIES and DARE (their density / drop rate picked on the opt split), task-arithmetic
+coefficients learned by CMA-ES on the opt split, and CycleQD. Table 2: the paper's five ablation rows,
+each a full CycleQD run of ``configs/mini.yaml`` with the same budget; its last row *is* Table 1's CycleQD.
+
+Everything is resumable: each CycleQD run is a run directory (resumed if a checkpoint exists), each
+baseline row and each CMA-ES evaluation is saved as soon as it is scored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "mini.yaml"
+FAMILIES = ("code", "os", "db")
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # ``limit``: eval instances per family (split evenly into opt / test); ``generations`` per CycleQD run
+    "quick": {"limit": 40, "generations": 12, "progress_every": 4, "cmaes_evals": 12},
+    "full": {"limit": None, "generations": 60, "progress_every": 10, "cmaes_evals": 60},
+}
+# Table 2 (paper: QD w/o cycle, + cycle, + Gaussian mutation, SVD mutation instead, + elite sampling)
+ABLATIONS = [
+    ("QD (no cycle, no mutation, random sampling)", ["qd.mode=independent", "qd.mutation=none", "qd.sampler=random"]),
+    ("+ cycle", ["qd.mode=cyclic", "qd.mutation=none", "qd.sampler=random"]),
+    ("+ Gaussian mutation", ["qd.mode=cyclic", "qd.mutation=gaussian", "qd.sampler=random"]),
+    ("SVD mutation instead", ["qd.mode=cyclic", "qd.sampler=random"]),
+    ("+ elite sampling (CycleQD)", ["qd.mode=cyclic", "qd.sampler=elite"]),
+]
+
+
+def _avg(scores: dict[str, float]) -> float:
+    return sum(scores.values()) / len(scores)
+
+
+class RowBook:
+    """Scored rows saved as they come (a killed experiment keeps them)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, Any] = read_json(path) if path.exists() else {}
+
+    def get(self, key: str, compute):
+        if key not in self.rows:
+            self.rows[key] = compute()
+            atomic_write_json(self.path, self.rows, indent=1)
+        return self.rows[key]
+
+
+def run_config(variant: dict, seed: int, overrides: list[str]):
+    from harness.config import load_config
+
+    cfg = load_config(CONFIG, [f"seed={seed}", f"qd.generations={variant['generations']}",
+                               f"runner.progress_every={variant['progress_every']}", "runner.final_rows=final",
+                               *overrides])
+    if variant["limit"]:
+        for t in cfg.tasks:
+            t.params.limit = int(variant["limit"])
+    return cfg
+
+
+def cycleqd_run(variant: dict, seed: int, overrides: list[str], run_dir: Path, progress: bool) -> dict:
+    """One CycleQD run of the mini config: resumed where it stopped, reused when finished."""
+    from harness.runner.runner import CHECKPOINT, RESULTS, Runner
+
+    if (run_dir / RESULTS).exists():
+        return read_json(run_dir / RESULTS)
+    if (run_dir / CHECKPOINT).exists():
+        runner = Runner.resume(run_dir)
+    else:
+        cfg = run_config(variant, seed, overrides)
+        cfg.runner.progress = progress
+        runner = Runner.create(cfg, run_dir, overwrite=True)
+    return runner.run()
+
+
+def test_scores(results: dict, label: str = "cycleqd") -> dict[str, float]:
+    row = next(r for r in results["rows"] if r["model"] == label)
+    return {k: v for k, v in row[results["splits"][1]].items() if k != "avg"}
+
+
+def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None,
+                   progress: bool = True, world_params: dict | None = None, variant: dict | None = None) -> dict:
+    """Build the world if missing, score every Table 1 row and run the Table 2 CycleQD runs; write the
+    report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests)."""
+    import torch
+
+    from domains.mini.scoring import Scorer, load_state_dict, merge_models
+    from domains.mini.world import ensure_world
+    from harness.engines import engine_seconds
+    from harness.merging.generalized import get_merge_method
+
+    if variant is None and variant_name not in VARIANTS:
+        raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
+    variant = dict(variant or VARIANTS[variant_name])
+    out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    from domains.mini.regression import reference_operation_seconds
+
+    ref_op = reference_operation_seconds()
+    t0 = time.perf_counter()
+    world = ensure_world(progress=progress, **(world_params or {}))
+    t_build = time.perf_counter() - t0
+    torch.set_num_threads(2)
+
+    cfg = run_config(variant, seed, [])
+    tasks = [{"name": t.name, "domain": t.domain, "params": dict(t.params)} for t in cfg.tasks]
+    names = [t["name"] for t in tasks]
+    scorer = Scorer(tasks, data_root=world["data_root"], base_dir=world["base"], seed=seed, run_dir=out / "scoring")
+    book = RowBook(out / "rows.json")
+    sds = {k: load_state_dict(world[k]) for k in ("base", *FAMILIES, "all_data")}
+    experts = [sds[f] for f in FAMILIES]
+    timings: dict[str, float] = {"build_world": t_build}
+
+    # -- Table 1 baselines ---------------------------------------------------------------------------
+    t1 = time.perf_counter()
+    say("mini: scoring the base, experts and merges ...", flush=True)
+    table1: dict[str, dict[str, float]] = {}
+    for label, key in [("Base model", "base"), ("Expert: code", "code"), ("Expert: OS", "os"),
+                       ("Expert: DB", "db"), ("Fine-tuning on all data", "all_data")]:
+        table1[label] = book.get(f"test:{key}", lambda k=key: scorer.score(sds[k], "test"))
+    table1["Merge: mean of task vectors"] = book.get("test:mean", lambda: scorer.score(
+        merge_models(sds["base"], experts, get_merge_method("mean").spec()), "test"))
+    for method, grid in (("ties", [{"density": 0.2}, {"density": 0.5}]),
+                         ("dare_linear", [{"drop_p": 0.5}, {"drop_p": 0.9}])):
+        picks = []
+        for g in grid:
+            label = f"{method}:{json.dumps(g, sort_keys=True)}"
+            sd_of = lambda g=g: merge_models(sds["base"], experts, get_merge_method(method).spec(**g), seed=seed)
+            picks.append((_avg(book.get(f"opt:{label}", lambda: scorer.score(sd_of(), "opt"))), label, sd_of))
+        best_opt, label, sd_of = max(picks, key=lambda p: p[0])
+        name = {"ties": "TIES", "dare_linear": "DARE"}[method]
+        table1[f"Merge: {name} ({label.split(':', 1)[1]})"] = book.get(f"test:{label}", lambda: scorer.score(sd_of(), "test"))
+    timings["baselines"] = time.perf_counter() - t1
+
+    # -- learned merge coefficients: CMA-ES on the opt split ------------------------------------------
+    t1 = time.perf_counter()
+    say("mini: CMA-ES over task-arithmetic coefficients ...", flush=True)
+    import cma
+
+    def coef_model(x):
+        return merge_models(sds["base"], experts, get_merge_method("task_arithmetic").spec(weights=tuple(float(v) for v in x)))
+
+    es = cma.CMAEvolutionStrategy([1 / 3] * 3, 0.3, {"seed": seed + 1, "popsize": 6, "verbose": -9,
+                                                     "maxfevals": variant["cmaes_evals"], "bounds": [-1.0, 2.0]})
+    while not es.stop():
+        xs = es.ask()
+        fits = [-_avg(book.get("cmaes:" + ",".join(f"{v:.6f}" for v in x), lambda x=x: scorer.score(coef_model(x), "opt")))
+                for x in xs]
+        es.tell(xs, fits)
+    xbest = [float(v) for v in es.result.xbest]
+    table1[f"Learned coefficients (CMA-ES, w={[round(v, 2) for v in xbest]})"] = book.get(
+        "test:cmaes", lambda: scorer.score(coef_model(xbest), "test"))
+    timings["cmaes"] = time.perf_counter() - t1
+    scorer.close()
+
+    # -- CycleQD and Table 2 ----------------------------------------------------------------------------
+    table2, runs = {}, {}
+    t_evolve = 0.0
+    for i, (label, overrides) in enumerate(ABLATIONS):
+        say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
+        t1 = time.perf_counter()
+        res = cycleqd_run(variant, seed, overrides, out / f"qd_{i}", progress)
+        t_evolve += time.perf_counter() - t1
+        runs[label] = out / f"qd_{i}"
+        table2[label] = test_scores(res)
+    table1["CycleQD"] = table2[ABLATIONS[-1][0]]
+    timings["cycleqd_runs"] = t_evolve
+    timings["total"] = time.perf_counter() - t0
+
+    report = {"variant": variant_name, "seed": seed, "out_dir": str(out), "variant_params": variant, "tasks": names,
+              "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
+              "table1": table1, "table2": table2, "timings": timings,
+              "speed": speed_report(runs[ABLATIONS[-1][0]], engine_seconds(), ref_op),
+              "environment": read_json(runs[ABLATIONS[-1][0]] / "environment.json")}
+    from domains.mini.report import write_report
+
+    write_report(out, report, runs)
+    return report
+
+
+def speed_report(run_dir: Path, engine_s: dict[str, float], reference_op_s: float) -> dict:
+    """Generations per hour of the main run and where a child's time goes (from its history); the
+    cost of a child in units of a fixed reference operation timed in this process (for regression)."""
+    ck = read_json(run_dir / "checkpoint.json")
+    hist = [h for h in ck["qd"]["history"] if h.get("kind") == "child" and h.get("timings")]
+    if not hist:
+        return {}
+    per: dict[str, float] = {}
+    for h in hist:
+        for k, v in h["timings"].items():
+            per[k] = per.get(k, 0.0) + v
+    n = len(hist)
+    mean = {k: v / n for k, v in per.items()}
+    total = sum(mean.values())
+    return {"children": n, "seconds_per_child": total, "generations_per_hour": 3600 / total if total else None,
+            "mean_seconds": mean, "reference_op_s": reference_op_s,
+            "child_to_reference_op": total / reference_op_s if reference_op_s else None,
+            "engine_seconds_whole_experiment": engine_s}

@@ -1,0 +1,69 @@
+"""Regression check of a mini-world report against a committed reference.
+
+Scores: every cell of Table 1 and Table 2 within ``cell_tol`` of the reference and every average within
+``avg_tol`` (the experiment is seeded and deterministic on one machine; another CPU may round a
+matmul differently and flip a greedy token, so the tolerances allow a couple of samples per cell).
+Speed: seconds per CycleQD child divided by a fixed reference operation timed in the same run, so a
+slower machine does not fail the check but a slower harness does; it may not exceed ``speed_factor``
+times the reference ratio.
+"""
+
+from __future__ import annotations
+
+import time
+
+DEFAULT_TOLERANCES = {"cell_tol": 0.10, "avg_tol": 0.05, "speed_factor": 2.0}
+
+
+def reference_operation_seconds(repeats: int = 3) -> float:
+    """A fixed CPU workload (matrix products and interpreter work): the yardstick for speed ratios."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(384, 384, generator=g)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = a
+        for _ in range(40):
+            x = torch.tanh(x @ a)
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def compare(report: dict, reference: dict, *, cell_tol: float, avg_tol: float, speed_factor: float) -> list[str]:
+    """Readable differences (empty list = within tolerance)."""
+    problems: list[str] = []
+    for key in ("variant", "seed"):
+        if report.get(key) != reference.get(key):
+            problems.append(f"{key}: run has {report.get(key)!r}, reference has {reference.get(key)!r}")
+    tasks = reference["tasks"]
+    for table in ("table1", "table2"):
+        ref_rows, got_rows = reference[table], report.get(table, {})
+
+        def canon(name: str) -> str:  # learned hyper-parameters are part of some labels
+            return name.split(" (")[0] if name.startswith(("Merge: TIES", "Merge: DARE", "Learned")) else name
+
+        got_by = {canon(k): v for k, v in got_rows.items()}
+        for name, ref in ref_rows.items():
+            got = got_by.get(canon(name))
+            if got is None:
+                problems.append(f"{table}: row {name!r} is missing")
+                continue
+            for t in tasks:
+                d = got[t] - ref[t]
+                if abs(d) > cell_tol + 1e-9:
+                    problems.append(f"{table}: {name} / {t}: {100 * got[t]:.1f} vs reference {100 * ref[t]:.1f} "
+                                    f"({100 * d:+.1f} points, tolerance {100 * cell_tol:.0f})")
+            ga, ra = sum(got[t] for t in tasks) / len(tasks), sum(ref[t] for t in tasks) / len(tasks)
+            if abs(ga - ra) > avg_tol + 1e-9:
+                problems.append(f"{table}: {name} / avg: {100 * ga:.1f} vs reference {100 * ra:.1f} "
+                                f"({100 * (ga - ra):+.1f} points, tolerance {100 * avg_tol:.0f})")
+    rs, gs = reference.get("speed", {}), report.get("speed", {})
+    if rs.get("child_to_reference_op") and gs.get("child_to_reference_op"):
+        ratio = gs["child_to_reference_op"] / rs["child_to_reference_op"]
+        if ratio > speed_factor:
+            problems.append(f"speed: a CycleQD child costs {gs['child_to_reference_op']:.1f} reference operations, "
+                            f"the reference {rs['child_to_reference_op']:.1f} ({ratio:.2f}x slower, limit {speed_factor}x)")
+    return problems

@@ -1,0 +1,141 @@
+"""Mini Table 1 / Table 2 as Markdown, CSV, JSON and one HTML page with the plots.
+
+Fractions in [0, 1] in the machine-read files (JSON, CSV), percentages in the files people read.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+
+COLUMNS = {"mini-code": "Code", "mini-os": "OS", "mini-db": "DB"}
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def table_rows(table: dict, tasks: list[str]) -> list[dict]:
+    return [{"method": name, **{t: s.get(t) for t in tasks}, "avg": sum(s[t] for t in tasks) / len(tasks)}
+            for name, s in table.items()]
+
+
+def markdown(rows: list[dict], tasks: list[str], title: str) -> str:
+    head = ["Method"] + [COLUMNS.get(t, t) for t in tasks] + ["Avg"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["method"]] + [_fmt(r[t]) for t in tasks] + [_fmt(r["avg"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict], tasks: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["method", *tasks, "avg"])
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def progress_figure(runs: dict[str, Path]) -> bytes | None:
+    """Average test score of the aggregated model against generation, one line per Table 2 run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    drawn = False
+    for label, d in runs.items():
+        p = Path(d) / "progress.json"
+        if not p.exists():
+            continue
+        pts = [x for x in read_json(p) if x["avg"] is not None]
+        if pts:
+            ax.plot([x["generation"] for x in pts], [100 * x["avg"] for x in pts], marker="o", label=label)
+            drawn = True
+    ax.set(xlabel="generation", ylabel="avg test score (%)", title="progress (aggregated model, test split)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    data = _png(fig) if drawn else None
+    plt.close(fig)
+    return data
+
+
+def bars_figure(rows: list[dict], tasks: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    x = np.arange(len(rows))
+    w = 0.8 / (len(tasks) + 1)
+    for j, t in enumerate([*tasks, "avg"]):
+        ax.bar(x + j * w, [100 * (r[t] or 0) for r in rows], w, label=COLUMNS.get(t, t))
+    ax.set_xticks(x + w * len(tasks) / 2, [r["method"][:22] for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="test score (%)", title="mini Table 1")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _img(data: bytes | None) -> str:
+    return "" if data is None else f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Path]:
+    tasks = report["tasks"]
+    t1, t2 = table_rows(report["table1"], tasks), table_rows(report["table2"], tasks)
+    v = f"{report['variant']} variant, seed {report['seed']}"
+    md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + markdown(t2, tasks, f"Mini Table 2: ablations ({v})")
+    written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
+               "json": out / "report.json", "html": out / "index.html"}
+    atomic_write_bytes(written["md"], md.encode())
+    atomic_write_bytes(written["t1csv"], csv_text(t1, tasks).encode())
+    atomic_write_bytes(written["t2csv"], csv_text(t2, tasks).encode())
+    atomic_write_json(written["json"], {**report, "table1_rows": t1, "table2_rows": t2}, indent=1)
+
+    from leaderboards.emit import emit_run
+
+    main_run = runs[list(runs)[-1]]
+    maps = emit_run(main_run)
+    imgs = "".join(_img(p.read_bytes()) for k, p in sorted(maps.items()) if k.startswith("heatmap:"))
+
+    def html_table(rows):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["Method", *[COLUMNS.get(t, t) for t in tasks], "Avg"])
+        body = "".join("<tr>" + f"<td>{html.escape(r['method'])}</td>" +
+                       "".join(f"<td>{_fmt(r[t])}</td>" for t in [*tasks, "avg"]) + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    sp = report.get("speed", {})
+    tm = report["timings"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>CycleQD mini world</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style>
+</head><body><h1>CycleQD on the mini world</h1>
+<p>{html.escape(v)}. Scores in % on the test split. Building the world took {tm.get('build_world', 0):.0f} s,
+baselines {tm.get('baselines', 0):.0f} s, CMA-ES {tm.get('cmaes', 0):.0f} s, the five CycleQD runs
+{tm.get('cycleqd_runs', 0):.0f} s (total {tm.get('total', 0):.0f} s); CycleQD speed:
+{sp.get('generations_per_hour') or 0:.0f} generations per hour.</p>
+<h2>Table 1</h2>{html_table(t1)}{_img(bars_figure(t1, tasks))}
+<h2>Table 2: ablations</h2>{html_table(t2)}
+<h2>Progress</h2>{_img(progress_figure(runs))}
+<h2>Elite maps (CycleQD run, last generation)</h2>{imgs}
+</body></html>"""
+    atomic_write_bytes(written["html"], page.encode())
+    return written

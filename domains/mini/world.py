@@ -1,0 +1,259 @@
+"""The mini world's models: data, tokenizer, base, experts and the all-data fine-tune, built here.
+
+``ensure_world(**params)`` builds what is missing and returns the paths; everything lives under
+``<cache>/mini/<hash>`` where the hash covers the params and the source of the modules that make the
+world, so the same recipe is built once per machine and a changed recipe never reuses stale models.
+Each stage is written to a temporary directory and renamed into place, so a killed build resumes at the
+stage it was in.
+
+Recipe (the paper's, scaled down):
+1. families.make_splits -> train / eval instances per family (disjoint), eval files in the shared formats;
+2. trajectories: the real domains (coding sandbox, OS rootfs sandbox, SQLite) run a scripted *gold* agent
+   on the train instances (kept only when the judge says solved) and a *noise* agent (right formats,
+   random templates and arguments) -- recorded turn by turn;
+3. a byte-level BPE on the rendered trajectories; a tiny Llama pretrained from scratch on the noise
+   trajectories of all families plus a generic "repeat after me" chat set (in-context copying, which
+   every family needs): it follows the protocols and copies, but does not know which action a question
+   asks for;
+4. one expert per family fine-tuned from the base on that family's gold trajectories, and an all-data
+   fine-tune on their union with the same budget as one expert (AdamW, warm-up + cosine, smaller lr).
+The ``mini_llm`` builder hands the base, the experts and the eval data root to the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.worlds import register_builder
+
+FAMILY_DOMAIN = {"code": "coding", "os": "os", "db": "db"}
+DEFAULTS: dict[str, Any] = {
+    "seed": 0, "n_train": 200, "n_eval": 120, "n_noise": 200, "n_echo": 1000,
+    "vocab_size": 1024, "hidden": 128, "layers": 4, "heads": 4, "intermediate": 384, "max_len": 384,
+    "pretrain_steps": 800, "pretrain_lr": 3e-3, "finetune_steps": 300, "finetune_lr": 1e-3,
+    "batch_size": 16, "warmup": 20,
+}
+_SOURCES = ("families.py", "training.py", "world.py")
+
+
+def recipe(**params) -> dict:
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        from harness.errors import ConfigError
+
+        raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
+    r = {**DEFAULTS, **params}
+    here = Path(__file__).parent
+    r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
+    return r
+
+
+def world_dir(r: dict) -> Path:
+    from envs.rootfs import cache_root
+
+    h = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / "mini" / f"world-{h}"
+
+
+def _stage(path: Path, make) -> Path:
+    """Run ``make(tmp)`` unless ``path`` exists; publish atomically."""
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def _make_data(r: dict):
+    from domains.mini import families as F
+
+    def make(tmp: Path) -> None:
+        (tmp / "prompts").mkdir()
+        (tmp / "prompts" / "code_system.txt").write_text(F.CODE_SYSTEM)
+        (tmp / "prompts" / "db_instruction.txt").write_text(F.DB_INSTRUCTION)
+        (tmp / "prompts" / "os_oneshot.json").write_text(json.dumps(F.OS_ONESHOT, indent=1))
+        for fam in F.FAMILIES:
+            train, ev = F.make_splits(fam, r["n_train"] + r["n_noise"], r["n_eval"], r["seed"])
+            _write_jsonl(tmp / f"{fam}_train.jsonl", train[: r["n_train"]])
+            _write_jsonl(tmp / f"{fam}_noise.jsonl", train[r["n_train"] :])
+            _write_jsonl(tmp / f"{fam}_eval.jsonl", ev)
+    return make
+
+
+def task_params(family: str, data_file: str) -> dict:
+    """The domain params a mini family runs with (paths relative to the world's data root)."""
+    return {
+        "code": {"data": data_file, "system": "prompts/code_system.txt", "max_new_tokens": 48, "workers": 2},
+        "os": {"data": data_file, "oneshot": "prompts/os_oneshot.json", "round_limit": 3, "max_new_tokens": 48,
+               "batch_size": 16, "action_timeout": 5.0},
+        "db": {"data": data_file, "instruction": "prompts/db_instruction.txt", "max_round": 3,
+               "max_new_tokens": 48},
+    }[family]
+
+
+class _Recorder:
+    """Wraps a scripted agent and keeps each sample's last request and reply."""
+
+    def __init__(self, inner, prefill: str = ""):
+        self.inner, self.prefill, self.last = inner, prefill, {}
+
+    def respond(self, requests):
+        replies = self.inner.respond(requests)
+        for req, rep in zip(requests, replies):
+            self.last[req.sample_id] = req.messages + [{"role": "assistant", "content": self.prefill + rep}]
+        return replies
+
+    def close(self):
+        pass
+
+
+def record(family: str, data_root: Path, data_file: str, policy, keep_solved: bool, seed: int) -> list[list[dict]]:
+    """Conversations of ``policy`` on a data file, through the real domain, env and judge."""
+    from harness.domain import DomainContext, build_domain
+    from harness.episodes import ScriptedAgent
+
+    ctx = DomainContext(run_dir=data_root, seed=seed, data_root=data_root, base_dir=None)
+    dom = build_domain(FAMILY_DOMAIN[family], task=f"mini-{family}", ctx=ctx, params=task_params(family, data_file))
+    dom.setup()
+    prefill = "```python" if family == "code" else ""
+    if family == "code" and not keep_solved:  # one turn, nothing observed: no need to execute it
+        agent = ScriptedAgent(policy)
+        return [dom.messages(s) + [{"role": "assistant", "content": prefill + agent.policy(s, 0, None)}]
+                for s in dom.samples()]
+    rec = _Recorder(ScriptedAgent(policy), prefill)
+    try:
+        res = dom.run(rec, None)
+    finally:
+        dom.close()
+    out = []
+    for r in res.samples:
+        if r.sample_id in rec.last and (r.score == 1.0 or not keep_solved):
+            out.append(rec.last[r.sample_id])
+    return out
+
+
+def _make_trajectories(r: dict, data: Path):
+    from domains.mini import families as F
+
+    def make(tmp: Path) -> None:
+        stats = {}
+        for fam, spec in F.FAMILIES.items():
+            gold = record(fam, data, f"{fam}_train.jsonl", spec["gold"], True, r["seed"])
+            noise = record(fam, data, f"{fam}_noise.jsonl", spec["noise"](random.Random(f"noise:{fam}:{r['seed']}")),
+                           False, r["seed"])
+            if len(gold) < 0.95 * r["n_train"]:
+                raise RuntimeError(f"mini-{fam}: only {len(gold)}/{r['n_train']} gold trajectories solve their task")
+            (tmp / f"{fam}_gold.json").write_text(json.dumps(gold))
+            (tmp / f"{fam}_noise.json").write_text(json.dumps(noise))
+            stats[fam] = {"gold": len(gold), "noise": len(noise)}
+        rng = random.Random(f"echo:{r['seed']}")
+        (tmp / "echo_noise.json").write_text(json.dumps([F.echo_conversation(rng) for _ in range(r["n_echo"])]))
+        (tmp / "stats.json").write_text(json.dumps(stats))
+    return make
+
+
+# -- models -------------------------------------------------------------------------------------------------
+def _load_convs(traj: Path, fams, kind: str) -> list[list[dict]]:
+    out = []
+    for fam in fams:
+        out += json.loads((traj / f"{fam}_{kind}.json").read_text())
+    return out
+
+
+def _save(model, tok, out: Path, meta: dict) -> None:
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps(meta))
+
+
+def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
+    """Build what is missing; return {"data_root", "base", "code", "os", "db", "all_data", "dir"}."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from domains.mini import families as F
+    from domains.mini import training as T
+
+    r = recipe(**params)
+    root = world_dir(r)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "recipe.json").write_text(json.dumps(r, indent=1, sort_keys=True))
+    timings: dict[str, float] = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+    say = print if progress else (lambda *a, **k: None)
+    data = timed("data", lambda: _stage(root / "data", _make_data(r)))
+    if not (root / "trajectories").exists():
+        say("mini world: recording gold and noise trajectories through the real domains ...", flush=True)
+    traj = timed("trajectories", lambda: _stage(root / "trajectories", _make_trajectories(r, data)))
+    fams = list(F.FAMILIES)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    def make_tok(tmp: Path) -> None:
+        texts = [T.render(c)[0] for c in _load_convs(traj, fams, "gold") + _load_convs(traj, [*fams, "echo"], "noise")]
+        T.train_tokenizer(texts, r["vocab_size"], tmp)
+
+    tok_dir = timed("tokenizer", lambda: _stage(root / "tokenizer", make_tok))
+    tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+
+    def make_base(tmp: Path) -> None:
+        say("mini world: pretraining the base model ...", flush=True)
+        data_ = T.encode(tok, _load_convs(traj, [*fams, "echo"], "noise"), r["max_len"])
+        model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
+                            intermediate=r["intermediate"], max_len=r["max_len"], seed=r["seed"])
+        losses = T.train(model, data_, steps=r["pretrain_steps"], batch_size=r["batch_size"], lr=r["pretrain_lr"],
+                         warmup=r["warmup"], seed=r["seed"], pad_id=tok.pad_token_id, progress="pretrain base")
+        _save(model, tok, tmp, {"stage": "base", "loss_first": losses[0], "loss_last": sum(losses[-20:]) / 20,
+                                "params": sum(p.numel() for p in model.parameters())})
+
+    base = timed("base", lambda: _stage(root / "base", make_base))
+
+    def make_ft(name: str, fam_list, steps: int):
+        def make(tmp: Path) -> None:
+            say(f"mini world: fine-tuning {name} ...", flush=True)
+            data_ = T.encode(tok, _load_convs(traj, fam_list, "gold"), r["max_len"])
+            model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+            losses = T.train(model, data_, steps=steps, batch_size=r["batch_size"], lr=r["finetune_lr"],
+                             warmup=r["warmup"], seed=r["seed"] + 1, pad_id=tok.pad_token_id,
+                             progress=f"fine-tune {name}")
+            _save(model, tok, tmp, {"stage": name, "families": list(fam_list), "steps": steps,
+                                    "loss_first": losses[0], "loss_last": sum(losses[-20:]) / 20})
+        return make
+
+    out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
+    for fam in fams:
+        out[fam] = timed(f"expert_{fam}", lambda f=fam: _stage(root / "experts" / f, make_ft(f, [f], r["finetune_steps"])))
+    # the same budget as one expert (steps x batch), drawn from the union of the three families
+    out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, r["finetune_steps"])))
+    bt = root / "build_timings.json"
+    prev = json.loads(bt.read_text()) if bt.exists() else {}
+    bt.write_text(json.dumps({**prev, **{k: v for k, v in timings.items() if v > 0.05}}, indent=1))
+    return out
+
+
+@register_builder("mini_llm")
+def build_mini_llm(out_dir: Path, **params) -> dict[str, Path]:
+    """Base + the three family experts (the all-data model is a baseline, not a CycleQD expert), and
+    the eval datasets' root for the run's tasks."""
+    w = ensure_world(**params)
+    return {"base": w["base"], "code": w["code"], "os": w["os"], "db": w["db"], "data_root": w["data_root"]}

@@ -1,0 +1,53 @@
+"""Mini-world task families: the real domains judge their gold trajectories right and their noise wrong."""
+
+import json
+import random
+
+import pytest
+
+from domains.mini import families as F
+from domains.mini import world as W
+from tests.domains.test_os import rootfs_or_skip
+
+
+def test_splits_are_seeded_and_disjoint():
+    for fam, spec in F.FAMILIES.items():
+        tr, ev = F.make_splits(fam, 40, 20, seed=3)
+        tr2, ev2 = F.make_splits(fam, 40, 20, seed=3)
+        assert json.dumps(tr) == json.dumps(tr2) and json.dumps(ev) == json.dumps(ev2)
+        assert not {spec["key"](s) for s in tr} & {spec["key"](s) for s in ev}
+        assert json.dumps(F.make_splits(fam, 40, 20, seed=4)[1]) != json.dumps(ev)
+
+
+def test_db_modification_samples_carry_the_judges_md5():
+    _, ev = F.make_splits("db", 0, 40, seed=0)
+    mods = [s for s in ev if s["type"][0] in ("INSERT", "UPDATE", "DELETE")]
+    assert mods and all(len(s["answer_md5"]) == 32 for s in mods)
+    assert len({s["answer_md5"] for s in mods}) == len(mods)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    r = W.recipe(n_train=12, n_noise=12, n_eval=4)
+    root = tmp_path_factory.mktemp("mini_data")
+    W._make_data(r)(root)
+    return root
+
+
+@pytest.mark.parametrize("family", ["code", "os", "db"])
+def test_gold_solves_and_noise_mostly_fails_through_the_real_domain(family, data_root):
+    if family == "os":
+        rootfs_or_skip()
+    spec = F.FAMILIES[family]
+    gold = W.record(family, data_root, f"{family}_train.jsonl", spec["gold"], True, 0)
+    assert len(gold) == 12  # every gold trajectory is judged solved
+    assert gold[0][-1]["role"] == "assistant"
+    if family != "code":  # multi-turn: the answer was read from a real observation
+        assert any(m["role"] == "user" and m is not gold[0][0] for m in gold[0][-2:])
+    noise = W.record(family, data_root, f"{family}_train.jsonl", spec["noise"](random.Random(0)), True, 0)
+    assert len(noise) < 12  # a random template on the right arguments is mostly judged wrong
+
+
+def test_echo_conversations_repeat_the_request():
+    conv = F.echo_conversation(random.Random(1))
+    assert conv[0]["content"].endswith(conv[1]["content"])
