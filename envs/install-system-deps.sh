@@ -4,12 +4,15 @@
 # its own private dockerd with safe flags, see envs/docker_engine.py).
 # Idempotent; installs only what is missing. Without root or apt it says what is missing and goes on:
 # the tests that need a missing backend then skip with the reason.
+# `install-system-deps.sh mini`: only what the mini world uses (bubblewrap, debootstrap).
 set -u
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
-command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+if [ "${1:-all}" != "mini" ]; then
+  command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: missing ${need[*]} (needs root and apt-get); dependent tests will skip" >&2

@@ -80,6 +80,17 @@ def _cmd_mini(a) -> int:
     return 0
 
 
+def _cmd_sam(a) -> int:
+    """The SAM mini world: Table 4 (pairwise CycleQD) with expert similarity."""
+    from domains.sam.table4 import run_table4
+
+    report = run_table4("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None, progress=not a.quiet)
+    out_dir = Path(report["out_dir"])
+    print((out_dir / "table4.md").read_text())
+    print(f"report: {out_dir / 'index.html'}")
+    return 0
+
+
 def _cmd_replay(a) -> int:
     """Run a dataset through the real protocol, envs and judge with a scripted agent."""
     import json as _json
@@ -170,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--check", default=None, metavar="REFERENCE",
                     help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
     mi.set_defaults(fn=_cmd_mini)
+    sa = sub.add_parser("sam", help="the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4")
+    sa.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--out", default=None, help="output directory (default: runs/sam-<variant>-seed<seed>)")
+    sa.add_argument("--quiet", action="store_true")
+    sa.set_defaults(fn=_cmd_sam)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
     dr.set_defaults(fn=_cmd_doctor)

@@ -55,7 +55,7 @@ class RowBook:
         return self.rows[key]
 
 
-def run_config(variant: dict, seed: int, overrides: list[str]):
+def run_config(variant: dict, seed: int, overrides: list[str], world_params: dict | None = None):
     from harness.config import load_config
 
     cfg = load_config(CONFIG, [f"seed={seed}", f"qd.generations={variant['generations']}",
@@ -64,10 +64,13 @@ def run_config(variant: dict, seed: int, overrides: list[str]):
     if variant["limit"]:
         for t in cfg.tasks:
             t.params.limit = int(variant["limit"])
+    if world_params:
+        cfg.model.builder.params = {**cfg.model.builder.params, **world_params}
     return cfg
 
 
-def cycleqd_run(variant: dict, seed: int, overrides: list[str], run_dir: Path, progress: bool) -> dict:
+def cycleqd_run(variant: dict, seed: int, overrides: list[str], run_dir: Path, progress: bool,
+                world_params: dict | None = None) -> dict:
     """One CycleQD run of the mini config: resumed where it stopped, reused when finished."""
     from harness.runner.runner import CHECKPOINT, RESULTS, Runner
 
@@ -76,7 +79,7 @@ def cycleqd_run(variant: dict, seed: int, overrides: list[str], run_dir: Path, p
     if (run_dir / CHECKPOINT).exists():
         runner = Runner.resume(run_dir)
     else:
-        cfg = run_config(variant, seed, overrides)
+        cfg = run_config(variant, seed, overrides, world_params)
         cfg.runner.progress = progress
         runner = Runner.create(cfg, run_dir, overwrite=True)
     return runner.run()
@@ -169,7 +172,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     for i, (label, overrides) in enumerate(ABLATIONS):
         say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
         t1 = time.perf_counter()
-        res = cycleqd_run(variant, seed, overrides, out / f"qd_{i}", progress)
+        res = cycleqd_run(variant, seed, overrides, out / f"qd_{i}", progress, world_params)
         t_evolve += time.perf_counter() - t1
         runs[label] = out / f"qd_{i}"
         table2[label] = test_scores(res)
@@ -177,7 +180,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     timings["cycleqd_runs"] = t_evolve
     timings["total"] = time.perf_counter() - t0
 
-    report = {"variant": variant_name, "seed": seed, "out_dir": str(out), "variant_params": variant, "tasks": names,
+    report = {"honesty": honesty(table1, names), "variant": variant_name, "seed": seed, "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
               "table1": table1, "table2": table2, "timings": timings,
               "speed": speed_report(runs[ABLATIONS[-1][0]], engine_seconds(), ref_op),
@@ -186,6 +189,19 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
 
     write_report(out, report, runs)
     return report
+
+
+def honesty(table1: dict, tasks: list[str]) -> dict:
+    """The world's preconditions, measured: each expert best on its own family and weak elsewhere, the
+    base low everywhere, the mean merge keeping some of every skill but below each expert on its own."""
+    own = {t: table1[f"Expert: {lab}"][t] for t, lab in zip(tasks, ("code", "OS", "DB"))}
+    other = {t: max(table1[f"Expert: {lab}"][u] for u in tasks if u != t) for t, lab in zip(tasks, ("code", "OS", "DB"))}
+    mean = table1["Merge: mean of task vectors"]
+    return {"expert_own": own, "expert_max_on_other_families": other,
+            "base_max": max(table1["Base model"].values()),
+            "mean_merge": mean, "mean_merge_below_each_expert": all(mean[t] < own[t] for t in tasks),
+            "holds": all(own[t] >= 0.6 for t in tasks) and all(v <= 0.3 for v in other.values())
+            and max(table1["Base model"].values()) <= 0.3 and all(mean[t] < own[t] for t in tasks)}
 
 
 def speed_report(run_dir: Path, engine_s: dict[str, float], reference_op_s: float) -> dict:

@@ -182,13 +182,13 @@ DB_TYPE = {"lookup": "other", "city": "other", "count": "counting", "insert": "I
 def db_sample(rng: random.Random, idx: int) -> dict:
     t = rng.choice(("shop", "stock", "staff", "trips", "items"))
     people = rng.sample(NAMES, rng.randint(4, 7))
-    rows = [[p, rng.randint(1, 99), rng.choice(CITIES[:5])] for p in people]
+    rows = [[p, 10 * rng.randint(1, 9), rng.choice(CITIES[:5])] for p in people]  # prices: few distinct tokens
     cols = ["name", "price", "city"]
     kind = rng.choice(DB_KINDS)
     who = rng.choice(people)
     row = next(r for r in rows if r[0] == who)
-    args = {"t": t, "who": who, "c": rng.choice(CITIES[:5]), "v": rng.randint(1, 99),
-            "n": rng.choice([n for n in NAMES if n not in people]), "p": rng.randint(1, 99), "nc": rng.choice(CITIES)}
+    args = {"t": t, "who": who, "c": rng.choice(CITIES[:5]), "v": 10 * rng.randint(1, 9),
+            "n": rng.choice([n for n in NAMES if n not in people]), "p": 10 * rng.randint(1, 9), "nc": rng.choice(CITIES)}
     q, label = {
         "lookup": (f"What is the price of {who}?", [str(row[1])]),
         "city": (f"What is the city of {who}?", [row[2]]),
@@ -249,15 +249,6 @@ def db_noise(rng: random.Random) -> Callable:
             return f"Run SQL.\nAction: Operation\n```sql\n{sql}\n```"
         return db_gold(sample, turn, messages)
     return policy
-
-
-# -- generic pretraining: repeat a sequence (teaches in-context copying, which every family needs) --------
-def echo_conversation(rng: random.Random) -> list[dict]:
-    pools = (NAMES, WORDS, CITIES, tuple(str(i) for i in range(100)),
-             tuple(f"/root/{n}" for n in NAMES), tuple(f"{n}_{w}" for n in NAMES[:6] for w in WORDS[:6]))
-    items = [rng.choice(rng.choice(pools)) for _ in range(rng.randint(2, 8))]
-    text = " ".join(items)
-    return [{"role": "user", "content": f"Repeat after me: {text}"}, {"role": "assistant", "content": text}]
 
 
 FAMILIES = {

@@ -12,12 +12,14 @@ Recipe (the paper's, scaled down):
    on the train instances (kept only when the judge says solved) and a *noise* agent (right formats,
    random templates and arguments) -- recorded turn by turn;
 3. a byte-level BPE on the rendered trajectories; a tiny Llama pretrained from scratch on the noise
-   trajectories of all families plus a generic "repeat after me" chat set (in-context copying, which
-   every family needs): it follows the protocols and copies, but does not know which action a question
+   trajectories of all families: it follows the protocols but does not know which action a question
    asks for;
 4. one expert per family fine-tuned from the base on that family's gold trajectories, and an all-data
-   fine-tune on their union with the same budget as one expert (AdamW, warm-up + cosine, smaller lr).
-The ``mini_llm`` builder hands the base, the experts and the eval data root to the run.
+   fine-tune on their union with the same budget as one expert (AdamW, warm-up + cosine). The
+   fine-tuning lr equals the pretraining one: at 1e-3 and 200-300 steps the experts learned which
+   template to use but not to copy the question's names and paths into it (OS 2-10%, DB 2-8%); at
+   3e-3 copying appears after ~400 steps (measured on OS: 60% at 600 steps).
+The ``mini`` builder hands the base, the experts and the eval data root to the run.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ from harness.worlds import register_builder
 
 FAMILY_DOMAIN = {"code": "coding", "os": "os", "db": "db"}
 DEFAULTS: dict[str, Any] = {
-    "seed": 0, "n_train": 200, "n_eval": 120, "n_noise": 200, "n_echo": 1000,
+    "seed": 0, "n_train": 200, "n_eval": 120, "n_noise": 200,
     "vocab_size": 1024, "hidden": 128, "layers": 4, "heads": 4, "intermediate": 384, "max_len": 384,
-    "pretrain_steps": 800, "pretrain_lr": 3e-3, "finetune_steps": 300, "finetune_lr": 1e-3,
+    "pretrain_steps": 1500, "pretrain_lr": 3e-3, "finetune_steps": 400, "finetune_lr": 2e-3,
     "batch_size": 16, "warmup": 20,
 }
-_SOURCES = ("families.py", "training.py", "world.py")
+# the recipe hash covers the params, this version and the source of the generators and the training code;
+# bump RECIPE_VERSION when the build logic in this module changes what it produces
+RECIPE_VERSION = 1
+_SOURCES = ("families.py", "training.py")
 
 
 def recipe(**params) -> dict:
@@ -52,6 +57,7 @@ def recipe(**params) -> dict:
     r = {**DEFAULTS, **params}
     here = Path(__file__).parent
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
+    r["_version"] = RECIPE_VERSION
     return r
 
 
@@ -161,8 +167,6 @@ def _make_trajectories(r: dict, data: Path):
             (tmp / f"{fam}_gold.json").write_text(json.dumps(gold))
             (tmp / f"{fam}_noise.json").write_text(json.dumps(noise))
             stats[fam] = {"gold": len(gold), "noise": len(noise)}
-        rng = random.Random(f"echo:{r['seed']}")
-        (tmp / "echo_noise.json").write_text(json.dumps([F.echo_conversation(rng) for _ in range(r["n_echo"])]))
         (tmp / "stats.json").write_text(json.dumps(stats))
     return make
 
@@ -210,7 +214,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     def make_tok(tmp: Path) -> None:
-        texts = [T.render(c)[0] for c in _load_convs(traj, fams, "gold") + _load_convs(traj, [*fams, "echo"], "noise")]
+        texts = [T.render(c)[0] for c in _load_convs(traj, fams, "gold") + _load_convs(traj, fams, "noise")]
         T.train_tokenizer(texts, r["vocab_size"], tmp)
 
     tok_dir = timed("tokenizer", lambda: _stage(root / "tokenizer", make_tok))
@@ -218,7 +222,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     def make_base(tmp: Path) -> None:
         say("mini world: pretraining the base model ...", flush=True)
-        data_ = T.encode(tok, _load_convs(traj, [*fams, "echo"], "noise"), r["max_len"])
+        data_ = T.encode(tok, _load_convs(traj, fams, "noise"), r["max_len"])
         model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
                             intermediate=r["intermediate"], max_len=r["max_len"], seed=r["seed"])
         losses = T.train(model, data_, steps=r["pretrain_steps"], batch_size=r["batch_size"], lr=r["pretrain_lr"],
@@ -251,7 +255,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     return out
 
 
-@register_builder("mini_llm")
+@register_builder("mini")
 def build_mini_llm(out_dir: Path, **params) -> dict[str, Path]:
     """Base + the three family experts (the all-data model is a baseline, not a CycleQD expert), and
     the eval datasets' root for the run's tasks."""

@@ -46,8 +46,3 @@ def test_gold_solves_and_noise_mostly_fails_through_the_real_domain(family, data
         assert any(m["role"] == "user" and m is not gold[0][0] for m in gold[0][-2:])
     noise = W.record(family, data_root, f"{family}_train.jsonl", spec["noise"](random.Random(0)), True, 0)
     assert len(noise) < 12  # a random template on the right arguments is mostly judged wrong
-
-
-def test_echo_conversations_repeat_the_request():
-    conv = F.echo_conversation(random.Random(1))
-    assert conv[0]["content"].endswith(conv[1]["content"])

@@ -1,0 +1,254 @@
+"""The paper's Table 4 on the SAM mini world: CycleQD with K = 2 over each pair of the four experts.
+
+For each pair (A, B) one CycleQD run of ``configs/sam_pairs.yaml`` (archives for A and B, each score the
+other's behaviour axis). Scores on the test split are normalised by each expert's own test score;
+Similarity(A, B) = mean over weight matrices of rank > 1 of the cosine between the singular-value
+vectors of the two task vectors. The mean-merge baseline stands beside CycleQD, and the report gives the
+Pearson correlation between Avg and Similarity (paper: r = 0.83). Also: every expert and the base on
+every task, the trivial "prompt box as the mask" baseline, and mask overlays.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "sam_pairs.yaml"
+SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA"}
+VARIANTS = {
+    "quick": {"world": {"pretrain_steps": 1200, "finetune_steps": 300}, "generations": 30},
+    "full": {"world": {}, "generations": 100},
+}
+
+
+def task_vector_similarity(base: Mapping[str, torch.Tensor], a: Mapping[str, torch.Tensor],
+                           b: Mapping[str, torch.Tensor]) -> float:
+    """Mean cosine of the singular values of tau_A and tau_B over parameters that are matrices of rank
+    > 1 (conv kernels flattened to out x rest); parameters where either task vector is zero are skipped."""
+    cos = []
+    for k, t in base.items():
+        if t.dim() < 2 or min(t.shape[0], t[0].numel()) < 2:
+            continue
+        ta, tb = (a[k] - t).float().reshape(t.shape[0], -1), (b[k] - t).float().reshape(t.shape[0], -1)
+        sa, sb = torch.linalg.svdvals(ta), torch.linalg.svdvals(tb)
+        if sa.norm() == 0 or sb.norm() == 0:
+            continue
+        cos.append(float(torch.dot(sa, sb) / (sa.norm() * sb.norm())))
+    return sum(cos) / len(cos) if cos else float("nan")
+
+
+def pearson(x: list, y: list) -> float | None:
+    """Pearson r over the pairs where both values are defined; None with fewer than 3 or no spread."""
+    pts = [(a, b) for a, b in zip(x, y) if a is not None and b is not None]
+    if len(pts) < 3:
+        return None
+    xa, ya = np.asarray(pts, dtype=float).T
+    if xa.std() == 0 or ya.std() == 0:
+        return None
+    return float(np.corrcoef(xa, ya)[0, 1])
+
+
+def box_baseline(domain, split: str) -> float:
+    """mIoU of the trivial prediction "the prompt box is the mask"."""
+    from domains.sam.coco import mask_iou
+
+    ious = []
+    for i in domain.split(split):
+        it = domain.ds.item(i)
+        h, w = it["size"]
+        pred = torch.zeros(len(it["boxes"]), h, w, dtype=torch.bool)
+        for k, (x0, y0, x1, y1) in enumerate((it["boxes"] / it["scale"]).tolist()):
+            pred[k, int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))] = True
+        ious += mask_iou(pred, it["masks"]).tolist()
+    return sum(ious) / max(len(ious), 1)
+
+
+def _state(d: Path) -> dict[str, torch.Tensor]:
+    from harness.merging.safetensors_io import CheckpointReader
+
+    with CheckpointReader(d) as r:
+        return {k: r.read(k).float().clone() for k in r.keys()}
+
+
+def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None, progress: bool = True,
+               variant: dict | None = None) -> dict:
+    from domains.sam.world import TASKS, ensure_sam_world
+    from harness.config import load_config
+    from harness.domain import DomainContext, build_domain
+    from harness.runner.runner import CHECKPOINT, RESULTS, Runner
+
+    v = dict(variant or VARIANTS[variant_name])
+    out = Path(out_dir or REPO / "runs" / f"sam-{variant_name}-seed{seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    world = ensure_sam_world(progress=progress, **v["world"])
+    timings = {"build_world": time.perf_counter() - t0}
+    states = {k: _state(world[k]) for k in ("base", *TASKS)}
+
+    # every expert and the base on every task (test split), and the box baseline
+    cfg0 = load_config(CONFIG, [f"seed={seed}"])
+    task_params = dict(cfg0.tasks[0].params)
+    ctx = DomainContext(run_dir=out, seed=seed, data_root=world["data_root"], base_dir=world["base"])
+    doms = {t: build_domain("sam", task=t, ctx=ctx, params={**task_params, "annotations": f"{t}_eval/annotations.json"})
+            for t in TASKS}
+    for d in doms.values():
+        d.setup()
+    t1 = time.perf_counter()
+    experts_table = {name: {t: doms[t].metrics(states[name], split="test") for t in TASKS} for name in ("base", *TASKS)}
+    experts_table["box as mask"] = {t: {"miou": box_baseline(doms[t], "test"), "ap": None} for t in TASKS}
+    timings["experts_table"] = time.perf_counter() - t1
+
+    rows, overlays = [], []
+    t1 = time.perf_counter()
+    for a, b in itertools.combinations(TASKS, 2):
+        run_dir = out / f"pair_{a}_{b}"
+        say(f"sam: CycleQD on {SHORT[a]}+{SHORT[b]} ...", flush=True)
+        if (run_dir / RESULTS).exists():
+            res = read_json(run_dir / RESULTS)
+        elif (run_dir / CHECKPOINT).exists():
+            res = Runner.resume(run_dir).run()
+        else:
+            cfg = load_config(CONFIG, [f"seed={seed}", f"qd.generations={v['generations']}"])
+            cfg.model.builder.params = {**cfg.model.builder.params, **v["world"], "experts": [a, b]}
+            for tc, t in zip(cfg.tasks, (a, b)):  # the config's two task slots, renamed for this pair
+                tc.name, tc.params.annotations = t, f"{t}_eval/annotations.json"
+            if v.get("bounds"):  # explicit behaviour ranges instead of the paper's from expert scores
+                cfg.qd.bounds = {t: list(v["bounds"]) for t in (a, b)}
+            cfg.runner.progress = progress
+            res = Runner.create(cfg, run_dir, overwrite=True).run()
+        by = {r["model"]: r["test"] for r in res["rows"]}
+        own_a, own_b = by[f"expert:{a}"][a], by[f"expert:{b}"][b]
+        # normalised by the expert's own score; undefined (None) where an expert scores 0 on its task
+        norm = lambda s: (s[a] / own_a if own_a else None, s[b] / own_b if own_b else None)  # noqa: E731
+        mean2 = lambda x, y: None if x is None or y is None else (x + y) / 2  # noqa: E731
+        ca, cb = norm(by["cycleqd"])
+        ma, mb = norm(by["mean_merge"])
+        sim = task_vector_similarity(states["base"], states[a], states[b])
+        rows.append({"pair": f"{SHORT[a]}+{SHORT[b]}", "a": a, "b": b, "score_a": ca, "score_b": cb,
+                     "avg": mean2(ca, cb), "similarity": None if sim != sim else sim,
+                     "mean_merge_a": ma, "mean_merge_b": mb, "mean_merge_avg": mean2(ma, mb),
+                     "raw": {"cycleqd": by["cycleqd"], "mean_merge": by["mean_merge"], "expert_a": own_a, "expert_b": own_b}})
+        overlays.append((a, b, run_dir / "final_model"))
+    timings["cycleqd_runs"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    report = {"variant": variant_name, "seed": seed, "out_dir": str(out), "tasks": list(TASKS),
+              "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
+              "experts": experts_table, "table4": rows,
+              "r_avg_similarity": pearson([r["avg"] for r in rows], [r["similarity"] for r in rows]),
+              "r_mean_merge_similarity": pearson([r["mean_merge_avg"] for r in rows], [r["similarity"] for r in rows]),
+              "timings": timings}
+    write_report(out, report, doms, states, overlays)
+    return report
+
+
+# -- report -----------------------------------------------------------------------------------------
+def _f(v, pct=False) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    return f"{100 * v:.1f}" if pct else f"{v:.2f}"
+
+
+def markdown(report: dict) -> str:
+    tasks = report["tasks"]
+    lines = [f"### Mini SAM Table 4 ({report['variant']} variant, seed {report['seed']}; test split, scores normalised "
+             "by each expert's own score)", "",
+             "| Pair | Score A | Score B | Avg | Similarity | Mean merge A | Mean merge B | Mean merge Avg |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["table4"]:
+        lines.append(f"| {r['pair']} | {_f(r['score_a'])} | {_f(r['score_b'])} | {_f(r['avg'])} | {_f(r['similarity'])} | "
+                     f"{_f(r['mean_merge_a'])} | {_f(r['mean_merge_b'])} | {_f(r['mean_merge_avg'])} |")
+    lines += ["", f"Pearson r(Avg, Similarity) = {_f(report['r_avg_similarity'])} (paper: 0.83); "
+                  f"mean merge: r = {_f(report['r_mean_merge_similarity'])}", "",
+              "### Experts (mIoU %, test split; COCO segm AP in parentheses)", "",
+              "| Model | " + " | ".join(SHORT[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for name, per in report["experts"].items():
+        cells = [f"{_f(per[t]['miou'], True)}" + (f" ({_f(per[t]['ap'], True)})" if per[t]["ap"] is not None else "")
+                 for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _overlay_png(domain, states: list[tuple[str, dict]], index: int) -> bytes:
+    """One test image: the ground truth and each model's box-prompted masks outlined."""
+    from PIL import Image, ImageDraw
+
+    from domains.sam.domain import load_in_place, shared_model
+
+    it = domain.ds.item(domain.split("test")[index])
+    img = it["image"].permute(1, 2, 0).clamp(0, 255).byte().numpy()
+    panels = [("truth", it["masks"].numpy())]
+    model = shared_model(domain.model_cfg)
+    for label, sd in states:
+        load_in_place(model, sd)
+        with torch.no_grad():
+            from domains.sam.coco import to_original
+            from domains.sam.modeling import predict_masks
+
+            lg = predict_masks(model, [it["image"]], boxes=[it["boxes"]])[0]
+        panels.append((label, (to_original(lg, it) > 0).numpy()))
+    scale = 3
+    tiles = []
+    for label, masks in panels:
+        ov = img.copy()
+        for m in masks:
+            edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+            ov[edge] = (255, 255, 0)
+        tile = Image.fromarray(ov).resize((ov.shape[1] * scale, ov.shape[0] * scale), Image.NEAREST)
+        canvas = Image.new("RGB", (tile.width, tile.height + 14), "white")
+        canvas.paste(tile, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
+        tiles.append(canvas)
+    grid = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
+    x = 0
+    for t in tiles:
+        grid.paste(t, (x, 0))
+        x += t.width
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_report(out: Path, report: dict, doms, states, overlays) -> None:
+    md = markdown(report)
+    atomic_write_bytes(out / "table4.md", md.encode())
+    atomic_write_json(out / "report.json", report, indent=1)
+    import csv
+
+    buf = io.StringIO()
+    cols = ["pair", "score_a", "score_b", "avg", "similarity", "mean_merge_a", "mean_merge_b", "mean_merge_avg"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in report["table4"]:
+        w.writerow(r)
+    atomic_write_bytes(out / "table4.csv", buf.getvalue().encode())
+    from domains.sam.world import TASKS
+
+    imgs = []
+    for a, b, final_dir in overlays:
+        merged = _state(final_dir)
+        for t in (a, b):
+            png = _overlay_png(doms[t], [("base", states["base"]), (f"expert {SHORT[t]}", states[t]),
+                                         (f"CycleQD {SHORT[a]}+{SHORT[b]}", merged)], 0)
+            imgs.append(f"<figure><img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                        f"<figcaption>{html.escape(SHORT[t])} test image, pair {SHORT[a]}+{SHORT[b]}</figcaption></figure>")
+    assert set(TASKS) == set(report["tasks"])
+    body = html.escape(md).replace("\n", "<br>\n")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>CycleQD SAM mini world</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}figure{{display:inline-block;margin:6px}}</style>
+</head><body><h1>CycleQD on the SAM mini world</h1><p style="font-family:monospace">{body}</p>
+<p>Timings (s): {html.escape(json.dumps({k: round(v) for k, v in report['timings'].items()}))}</p>
+<h2>Mask overlays (box prompts; yellow outlines)</h2>{''.join(imgs)}</body></html>"""
+    atomic_write_bytes(out / "index.html", page.encode())

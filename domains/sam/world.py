@@ -1,0 +1,185 @@
+"""The SAM mini world: synthetic COCO datasets, a tiny SAM pretrained on shapes, four task experts.
+
+``ensure_sam_world(**params)`` builds what is missing under ``<cache>/sam/<hash>`` (the hash covers
+the params and this package's source) and returns the paths. Stages are published atomically, so a
+killed build resumes. The base is trained from scratch on the generic ``shapes`` set with box prompts;
+each expert is fine-tuned from it on one task (``train_modules``: ``all`` or ``decoder`` = the mask
+decoder only), AdamW with warm-up and cosine decay, BCE + Dice on the instance masks.
+The ``sam`` builder hands a run the base, the experts it names and the data root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from harness.worlds import register_builder
+
+TASKS = ("camouflage", "polyp", "skin", "leaf")
+DEFAULTS: dict[str, Any] = {
+    "seed": 0, "n_pretrain": 600, "n_train": 200, "n_eval": 80, "pretrain_steps": 1500, "finetune_steps": 400,
+    "batch_size": 8, "pretrain_lr": 2e-3, "finetune_lr": 1e-3, "warmup": 30, "train_modules": "all",
+    "model": {"variant": "tiny"},
+}
+RECIPE_VERSION = 1  # bump when the build logic in this module changes what it produces
+_SOURCES = ("synthetic.py", "modeling.py", "coco.py")
+
+
+def recipe(**params) -> dict:
+    from harness.errors import ConfigError
+
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"sam world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
+    r = {**DEFAULTS, **params}
+    if r["train_modules"] not in ("all", "decoder"):
+        raise ConfigError(f"sam world: train_modules {r['train_modules']!r} is not one of ['all', 'decoder']")
+    here = Path(__file__).parent
+    r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
+    r["_version"] = RECIPE_VERSION
+    return r
+
+
+def _stage(path: Path, make) -> Path:
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def seg_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice, averaged over instances (SAM's own recipe weights focal and dice; BCE is enough here)."""
+    g = gt.float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, g)
+    p = torch.sigmoid(logits).flatten(1)
+    dice = 1 - (2 * (p * g.flatten(1)).sum(1) + 1) / (p.sum(1) + g.flatten(1).sum(1) + 1)
+    return bce + dice.mean()
+
+
+def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: int, warmup: int, seed: int,
+              modules: str = "all", desc: str | None = None) -> list[float]:
+    """Box-prompted training on images drawn by a seeded sampler; boxes jittered by up to 2 pixels."""
+    from tqdm import tqdm
+
+    from domains.mini.training import lr_at
+    from domains.sam.coco import to_original
+    from domains.sam.modeling import predict_masks
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for n, p in model.named_parameters() if modules == "all" or n.startswith("mask_decoder.")]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    pool = [(d, i) for d in datasets for i in range(len(d))]
+    model.train()
+    losses = []
+    for step in tqdm(range(steps), desc=desc or "train", disable=desc is None, leave=False):
+        items = [d.item(i) for d, i in (rng.choice(pool) for _ in range(batch_size))]
+        boxes = []
+        for it in items:
+            b = it["boxes"] + torch.tensor([rng.uniform(-2, 2) for _ in range(4 * len(it["boxes"]))]).view(-1, 4)
+            boxes.append(b.clamp(0, model.image_encoder.img_size))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup)
+        logits = predict_masks(model, [it["image"] for it in items], boxes=boxes)
+        loss = sum(seg_loss(to_original(lg, it), it["masks"]) for lg, it in zip(logits, items)) / len(items)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def _save(model, out: Path, meta: dict) -> None:
+    from harness.merging.safetensors_io import save_state_dict
+
+    save_state_dict(out / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
+    (out / "training.json").write_text(json.dumps(meta))
+
+
+def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
+    """Build what is missing; return {"dir", "data_root", "base", <task>: expert dir, ...}."""
+    from domains.sam.coco import CocoSegmentation
+    from domains.sam.modeling import VARIANTS, build_sam
+    from domains.sam.synthetic import write_dataset
+    from envs.rootfs import cache_root
+    from harness.merging.safetensors_io import CheckpointReader
+
+    r = recipe(**params)
+    root = cache_root() / "sam" / f"world-{hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "recipe.json").write_text(json.dumps(r, indent=1, sort_keys=True))
+    say = print if progress else (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+    size = r["model"].get("img_size", VARIANTS[r["model"].get("variant", "tiny")]["img_size"])
+
+    def make_data(tmp: Path) -> None:
+        write_dataset("shapes", r["n_pretrain"], r["seed"], tmp / "shapes_train")
+        for t in TASKS:
+            write_dataset(t, r["n_train"], r["seed"], tmp / f"{t}_train")
+            write_dataset(t, r["n_eval"], r["seed"] + 10_000, tmp / f"{t}_eval")
+
+    t0 = time.perf_counter()
+    data = _stage(root / "data", make_data)
+    timings["data"] = time.perf_counter() - t0
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+    def ds(name):
+        return CocoSegmentation(data / name / "annotations.json", img_size=size)
+
+    def make_base(tmp: Path) -> None:
+        say("sam world: pretraining the tiny SAM on shapes ...", flush=True)
+        torch.manual_seed(r["seed"])
+        model = build_sam(**r["model"])
+        losses = train_sam(model, [ds("shapes_train")], steps=r["pretrain_steps"], lr=r["pretrain_lr"],
+                           batch_size=r["batch_size"], warmup=r["warmup"], seed=r["seed"],
+                           desc="pretrain sam" if progress else None)
+        _save(model, tmp, {"stage": "base", "loss_first": losses[0], "loss_last": sum(losses[-50:]) / 50,
+                           "params": sum(p.numel() for p in model.parameters())})
+
+    t0 = time.perf_counter()
+    base = _stage(root / "base", make_base)
+    timings["base"] = time.perf_counter() - t0
+    out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
+    for t in TASKS:
+        def make_expert(tmp: Path, t=t) -> None:
+            say(f"sam world: fine-tuning the {t} expert ...", flush=True)
+            model = build_sam(**r["model"])
+            with CheckpointReader(base) as rd:
+                model.load_state_dict({k: rd.read(k) for k in rd.keys()})
+            losses = train_sam(model, [ds(f"{t}_train")], steps=r["finetune_steps"], lr=r["finetune_lr"],
+                               batch_size=r["batch_size"], warmup=r["warmup"], seed=r["seed"] + 1,
+                               modules=r["train_modules"], desc=f"fine-tune {t}" if progress else None)
+            _save(model, tmp, {"stage": t, "loss_first": losses[0], "loss_last": sum(losses[-50:]) / 50})
+
+        t0 = time.perf_counter()
+        out[t] = _stage(root / "experts" / t, make_expert)
+        timings[f"expert_{t}"] = time.perf_counter() - t0
+    bt = root / "build_timings.json"
+    prev = json.loads(bt.read_text()) if bt.exists() else {}
+    bt.write_text(json.dumps({**prev, **{k: round(v, 2) for k, v in timings.items() if v > 0.05}}, indent=1))
+    return out
+
+
+@register_builder("sam")
+def build_sam_world(out_dir: Path, experts: Sequence[str] = TASKS, **params) -> dict[str, Path]:
+    from harness.errors import ConfigError
+
+    bad = [e for e in experts if e not in TASKS]
+    if bad:
+        raise ConfigError(f"model.builder.params.experts: unknown task {bad[0]!r} (known: {list(TASKS)})")
+    w = ensure_sam_world(progress=False, **params)
+    return {"base": w["base"], **{e: w[e] for e in experts}, "data_root": w["data_root"]}

@@ -1,0 +1,64 @@
+"""The mini experiment end to end on a micro world: every table row, the HTML report, resume, regression."""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("cma")
+
+from domains.mini.experiment import ABLATIONS, run_experiment  # noqa: E402
+from domains.mini.regression import DEFAULT_TOLERANCES, compare  # noqa: E402
+from tests.domains.test_os import rootfs_or_skip  # noqa: E402
+
+MICRO_WORLD = {"n_train": 12, "n_noise": 6, "n_eval": 12, "vocab_size": 400, "hidden": 32,
+               "layers": 1, "heads": 2, "intermediate": 64, "pretrain_steps": 8, "finetune_steps": 4,
+               "batch_size": 4, "warmup": 2}
+MICRO = {"limit": 8, "generations": 2, "progress_every": 1, "cmaes_evals": 6}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    rootfs_or_skip()
+    # the micro world is cached under its own recipe hash beside the real ones (a few MB)
+    out = tmp_path_factory.mktemp("mini")
+    return out, run_experiment("micro", 0, out, progress=False, world_params=MICRO_WORLD, variant=MICRO)
+
+
+def test_tables_have_every_row_and_scores_in_range(experiment):
+    out, rep = experiment
+    t1 = rep["table1"]
+    for label in ("Base model", "Expert: code", "Expert: OS", "Expert: DB", "Fine-tuning on all data",
+                  "Merge: mean of task vectors", "CycleQD"):
+        assert label in t1
+    assert any(k.startswith("Merge: TIES") for k in t1) and any(k.startswith("Merge: DARE") for k in t1)
+    assert any(k.startswith("Learned coefficients (CMA-ES") for k in t1)
+    assert list(rep["table2"]) == [a[0] for a in ABLATIONS]
+    assert t1["CycleQD"] == rep["table2"][ABLATIONS[-1][0]]
+    for table in (t1, rep["table2"]):
+        for scores in table.values():
+            assert set(scores) == {"mini-code", "mini-os", "mini-db"} and all(0 <= v <= 1 for v in scores.values())
+    for name in ("tables.md", "table1.csv", "table2.csv", "report.json", "index.html", "qd_4/progress.json"):
+        assert (out / name).exists(), name
+    html = (out / "index.html").read_text()
+    assert html.count("<img src=\"data:image/png;base64,") >= 5  # bars, progress, three elite maps
+    assert rep["speed"]["children"] == MICRO["generations"] and rep["speed"]["generations_per_hour"] > 0
+    assert rep["world"]["recipe"]["hidden"] == 32
+
+
+def test_rerun_reuses_everything_and_gives_the_same_tables(experiment):
+    out, rep = experiment
+    again = run_experiment("micro", 0, out, progress=False, world_params=MICRO_WORLD, variant=MICRO)
+    assert again["table1"] == rep["table1"] and again["table2"] == rep["table2"]
+    assert again["timings"]["build_world"] < 30 and again["timings"]["cycleqd_runs"] < 10
+
+
+def test_regression_check_passes_on_itself_and_names_a_shifted_cell(experiment):
+    _, rep = experiment
+    assert compare(rep, rep, **DEFAULT_TOLERANCES) == []
+    ref = json.loads(json.dumps(rep))
+    ref["table1"]["Expert: code"]["mini-code"] += 0.5
+    ref["speed"]["child_to_reference_op"] = rep["speed"]["child_to_reference_op"] / 3
+    problems = compare(rep, ref, **DEFAULT_TOLERANCES)
+    assert any("table1: Expert: code / mini-code" in p for p in problems)
+    assert any(p.startswith("speed:") for p in problems)
