@@ -25,6 +25,19 @@ def register_builder(name: str):
 
 
 def build_world(kind: str, out_dir: Path, params: Mapping[str, Any]) -> dict[str, Path]:
+    """``kind``: a registered name (its module ``domains.<kind>`` is imported on demand) or
+    ``module.path:function`` for a builder outside this repository."""
+    if ":" in kind:
+        mod, _, fn_name = kind.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod), fn_name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"model.builder.kind: cannot load {kind!r} ({exc})") from None
+        try:
+            paths = fn(out_dir, **dict(params))
+        except TypeError as exc:
+            raise ConfigError(f"model.builder.params: {exc}") from None
+        return {k: Path(v) for k, v in paths.items()}
     if kind not in _BUILDERS:
         try:
             importlib.import_module(f"domains.{kind}")

@@ -106,3 +106,24 @@ def predict_masks(sam, images: torch.Tensor, boxes: list[torch.Tensor] | None = 
         size = sam.image_encoder.img_size
         out.append(torch.nn.functional.interpolate(low, (size, size), mode="bilinear", align_corners=False)[:, 0])
     return out
+
+
+def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, variant: str = "vit_h") -> Path:
+    """A SAM ``.pth`` (state dict) -> ``out_dir/model.safetensors``, the directory form the model store,
+    the merges and the runner read. Checked by building the variant with it first."""
+    from harness.merging.safetensors_io import save_state_dict
+
+    sam = build_sam(variant, checkpoint=checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_state_dict(out / "model.safetensors", {k: v.contiguous() for k, v in sam.state_dict().items()})
+    (out / "sam.json").write_text(f'{{"variant": "{variant}"}}\n')
+    return out
+
+
+if __name__ == "__main__":  # python -m domains.sam.modeling CHECKPOINT.pth OUT_DIR [VARIANT]
+    import sys as _sys
+
+    if len(_sys.argv) not in (3, 4):
+        raise SystemExit("usage: python -m domains.sam.modeling CHECKPOINT.pth OUT_DIR [vit_b|vit_l|vit_h]")
+    print(convert_checkpoint(_sys.argv[1], _sys.argv[2], *(_sys.argv[3:] or ["vit_h"])))

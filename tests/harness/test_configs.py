@@ -24,3 +24,10 @@ def test_paper_config_stops_at_the_missing_weights(tmp_path):
     with pytest.raises(CheckpointError, match="no-llama: model directory does not exist|model.base"):
         Runner.create(cfg, tmp_path / "run")
     assert not Path(tmp_path / "run" / "checkpoint.json").exists()
+
+
+def test_sam_paper_config_stops_at_the_missing_checkpoint(tmp_path):
+    cfg = load_config(REPO / "configs" / "sam_paper.yaml", [f"model.base={tmp_path / 'no-sam'}"])
+    assert [t.domain for t in cfg.tasks] == ["sam", "sam"] and cfg.tasks[0].params.model.variant == "vit_h"
+    with pytest.raises(CheckpointError, match="no-sam"):
+        Runner.create(cfg, tmp_path / "run")

@@ -1,0 +1,32 @@
+"""Table 4 end to end on a micro SAM world: six pairwise CycleQD runs, similarity, report files."""
+
+import pytest
+
+from domains.sam.modeling import sam_modeling
+from harness.errors import ConfigError
+
+try:
+    sam_modeling()
+except ConfigError as exc:
+    pytest.skip(str(exc), allow_module_level=True)
+pytest.importorskip("pycocotools")
+
+from domains.sam.table4 import run_table4  # noqa: E402
+
+MICRO = {"world": {"n_pretrain": 24, "n_train": 12, "n_eval": 8, "pretrain_steps": 6, "finetune_steps": 4,
+                   "batch_size": 2}, "generations": 2, "bounds": [0.0, 1.0]}
+
+
+def test_micro_table4(tmp_path):
+    rep = run_table4("micro", 0, tmp_path, progress=False, variant=MICRO)
+    assert [r["pair"] for r in rep["table4"]] == ["CAM+POL", "CAM+SKL", "CAM+LEA", "POL+SKL", "POL+LEA", "SKL+LEA"]
+    for r in rep["table4"]:
+        assert 0.0 < r["similarity"] <= 1.0
+        assert r["raw"]["cycleqd"].keys() == {r["a"], r["b"]}
+    assert set(rep["experts"]) == {"base", "camouflage", "polyp", "skin", "leaf", "box as mask"}
+    assert all(0.3 < v["miou"] < 1 for v in rep["experts"]["box as mask"].values())
+    for name in ("table4.md", "table4.csv", "report.json", "index.html", "pair_skin_leaf/results.json"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "index.html").read_text().count("data:image/png;base64,") == 12
+    again = run_table4("micro", 0, tmp_path, progress=False, variant=MICRO)  # reuses the finished runs
+    assert again["table4"] == rep["table4"]
