@@ -324,8 +324,12 @@ class CodingDomain(Domain):
 
     # -- judging one completion ---------------------------------------------------------------------------
     def judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
-        code = sanitize(completion_code(completion), sample["entry_point"])
+        from harness.engines import CONTEXT_LIMIT
+
         detail: dict[str, Any] = {"task_id": sample["task_id"]}
+        if completion == CONTEXT_LIMIT:
+            return SampleResult(sample_id, SampleStatus.CONTEXT_LIMIT, 0.0, detail)
+        code = sanitize(completion_code(completion), sample["entry_point"])
         if code is None:
             return SampleResult(sample_id, SampleStatus.INVALID_ACTION, 0.0, {**detail, "error": "no parseable "
                                 f"definition of {sample['entry_point']!r}"})

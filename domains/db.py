@@ -104,6 +104,9 @@ class DBEpisode(Episode):
         else:
             self._judge("", SampleStatus.INVALID_ACTION)
 
+    def close_on_context_limit(self) -> None:
+        self._judge("", SampleStatus.CONTEXT_LIMIT)  # a modification already made is still judged by md5
+
     def _judge(self, answer: str, failure: SampleStatus | None) -> None:
         detail: dict[str, Any] = {"type": self.sample["type"][0], "category": category(self.sample),
                                   "answer": answer, "rounds": self.rounds}

@@ -26,6 +26,7 @@ class SampleStatus(str, enum.Enum):
     WRONG = "wrong"  # the model answered, incorrectly
     INVALID_ACTION = "invalid_action"  # unparseable output / protocol violation
     TURN_LIMIT = "turn_limit"
+    CONTEXT_LIMIT = "context_limit"  # the conversation outgrew the model's context (AgentBench's AGENT_CONTEXT_LIMIT)
     TIMEOUT = "timeout"  # the model's program ran out of time
     RESOURCE_LIMIT = "resource_limit"  # memory / processes / output limits hit by the model's program
     ENV_ERROR = "env_error"  # the sandbox / server failed: a harness problem, not the model's

@@ -50,6 +50,11 @@ class Episode(ABC):
         self.result = SampleResult(self.sample_id, status, score, detail)
         self.done = True
 
+    def close_on_context_limit(self) -> None:
+        """The conversation no longer fits the model's context: the episode ends as the model's failure.
+        Domains whose judge must still run (e.g. an md5 of a table the model already changed) override."""
+        self._finish(SampleStatus.CONTEXT_LIMIT, 0.0, {"turn": self.turn})
+
     @abstractmethod
     def step(self, reply: str) -> None:
         """Consume the agent's reply: act in the environment, extend the conversation or finish."""
@@ -71,8 +76,13 @@ def run_episodes(episodes: Iterable[Episode], agent: Agent, *, batch_size: int =
             replies = agent.respond([e.request() for e in live])
             if len(replies) != len(live):
                 raise RuntimeError(f"agent returned {len(replies)} replies for {len(live)} requests")
+            from harness.engines import CONTEXT_LIMIT
+
             for e, r in zip(live, replies):
-                e.step(r)
+                if r == CONTEXT_LIMIT:
+                    e.close_on_context_limit()
+                else:
+                    e.step(r)
                 e.turn += 1
             for e in [e for e in live if e.done]:
                 e.close()

@@ -14,6 +14,9 @@ from harness.errors import ConfigError
 from harness.episodes import Agent, ChatRequest
 
 _ENGINES: dict[str, object] = {}
+# the reply an engine gives for a prompt longer than its context: episodes end with CONTEXT_LIMIT (never a
+# silently truncated prompt)
+CONTEXT_LIMIT = "\x00cycleqd:context-limit\x00"
 
 
 class ChatEngine:

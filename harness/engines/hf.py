@@ -33,7 +33,9 @@ class HFEngine(ChatEngine):
         torch_dtype = getattr(torch, dtype) if dtype else None
         self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype).to(device)
         self.model.eval()
-        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        self.device, self.batch_size = device, batch_size
+        # the context: prompt + reply must fit (default: the model's position limit)
+        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
         self.chat_template = None
         if chat_template:
             p = Path(chat_template)
@@ -72,14 +74,23 @@ class HFEngine(ChatEngine):
     @torch.no_grad()
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
                  max_new_tokens: int = 512) -> list[str]:
+        from harness.engines import CONTEXT_LIMIT
+
         t0 = time.perf_counter()
         prompts = self.prompts(conversations, prefill)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
         out: list[str] = [""] * len(prompts)
+        lengths = [len(ids) for ids in self.tok(prompts, add_special_tokens=False)["input_ids"]]
+        fits = []
+        for i, n in enumerate(lengths):
+            if self.max_length and n + max_new_tokens > self.max_length:
+                out[i] = CONTEXT_LIMIT
+            else:
+                fits.append(i)
+        order = sorted(fits, key=lambda i: lengths[i])  # similar lengths batch together
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
-                           truncation=self.max_length is not None, max_length=self.max_length).to(self.device)
+            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(self.device)
             gen = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id,
                                       stop_strings=list(stop) if stop else None,

@@ -22,7 +22,7 @@ def test_micro_table4(tmp_path):
     assert [r["pair"] for r in rep["table4"]] == ["CAM+POL", "CAM+SKL", "CAM+LEA", "POL+SKL", "POL+LEA", "SKL+LEA"]
     for r in rep["table4"]:
         assert 0.0 < r["similarity"] <= 1.0
-        assert r["raw"]["cycleqd"].keys() == {r["a"], r["b"]}
+        assert r["raw"]["cycleqd"].keys() == {r["a"], r["b"], "avg"}
     assert set(rep["experts"]) == {"base", "camouflage", "polyp", "skin", "leaf", "box as mask"}
     assert all(0.3 < v["miou"] < 1 for v in rep["experts"]["box as mask"].values())
     for name in ("table4.md", "table4.csv", "report.json", "index.html", "pair_skin_leaf/results.json"):

@@ -61,3 +61,28 @@ def test_bad_state_dict_names_the_tensor(engine):
 def test_stop_strings_cut_exactly():
     assert cut_at_stop("code\nResponse: more", ["Response:", "Instruction"]) == "code\n"
     assert cut_at_stop("no stop here", ["X"]) == "no stop here"
+
+
+def test_prompts_beyond_the_context_get_the_context_limit_reply(tiny_llm):
+    from harness.engines import CONTEXT_LIMIT
+
+    eng = HFEngine(str(tiny_llm), batch_size=4, max_length=40)
+    long = [{"role": "user", "content": "SELECT count(*) FROM table; " * 20}]
+    out = eng.generate([CONV[0], long], max_new_tokens=8)
+    assert out[1] == CONTEXT_LIMIT and out[0] != CONTEXT_LIMIT
+    assert out[0] == HFEngine(str(tiny_llm), batch_size=4).generate([CONV[0]], max_new_tokens=8)[0]
+
+
+def test_context_limit_ends_episodes_as_the_models_failure():
+    from domains.db import DBEpisode
+    from envs.sql.sqlite import SQLiteBackend
+    from harness.domain import SampleStatus
+    from harness.engines import CONTEXT_LIMIT
+    from harness.episodes import ScriptedAgent, run_episodes
+
+    sample = {"description": "Delete the row of a.", "add_description": "", "type": ["DELETE"], "label": [],
+              "answer_md5": "0" * 32,
+              "table": {"table_name": "t", "table_info": {"columns": [{"name": "x"}], "rows": [["a"]]}}}
+    ep = DBEpisode("db/0", sample, SQLiteBackend(), "instr", 5)
+    run_episodes([ep], ScriptedAgent(lambda s, t, m: CONTEXT_LIMIT))
+    assert ep.result.status == SampleStatus.CONTEXT_LIMIT and ep.result.detail["md5"]  # still judged
