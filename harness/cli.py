@@ -63,20 +63,9 @@ def _cmd_mini(a) -> int:
     print((out_dir / "tables.md").read_text())
     print(f"report: {out_dir / 'index.html'}")
     if a.check:
-        import json as _json
-
         from domains.mini.regression import DEFAULT_TOLERANCES, compare
 
-        ref_path = Path(a.check) / "report.json" if Path(a.check).is_dir() else Path(a.check)
-        if not ref_path.is_file():
-            raise HarnessError(f"mini --check: no reference report at {ref_path}")
-        problems = compare(report, _json.loads(ref_path.read_text()), **DEFAULT_TOLERANCES)
-        if problems:
-            print(f"regression check against {ref_path}: {len(problems)} difference(s) beyond tolerance", file=sys.stderr)
-            for p in problems:
-                print(f"  - {p}", file=sys.stderr)
-            return 1
-        print(f"regression check against {ref_path}: within tolerance {DEFAULT_TOLERANCES}")
+        return _report_check(a.check, compare, report, **DEFAULT_TOLERANCES)
     return 0
 
 
@@ -88,6 +77,27 @@ def _cmd_sam(a) -> int:
     out_dir = Path(report["out_dir"])
     print((out_dir / "table4.md").read_text())
     print(f"report: {out_dir / 'index.html'}")
+    if a.check:
+        from domains.mini.regression import compare_table4
+
+        return _report_check(a.check, compare_table4, report)
+    return 0
+
+
+def _report_check(reference: str, compare, report: dict, **tolerances) -> int:
+    """Compare a report with a committed reference (a report.json or its directory); 1 on differences."""
+    import json as _json
+
+    ref_path = Path(reference) / "report.json" if Path(reference).is_dir() else Path(reference)
+    if not ref_path.is_file():
+        raise HarnessError(f"--check: no reference report at {ref_path}")
+    problems = compare(report, _json.loads(ref_path.read_text()), **tolerances)
+    if problems:
+        print(f"regression check against {ref_path}: {len(problems)} difference(s) beyond tolerance", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"regression check against {ref_path}: within tolerance")
     return 0
 
 
@@ -186,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", default=None, help="output directory (default: runs/sam-<variant>-seed<seed>)")
     sa.add_argument("--quiet", action="store_true")
+    sa.add_argument("--check", default=None, metavar="REFERENCE",
+                    help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
     sa.set_defaults(fn=_cmd_sam)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")

@@ -67,3 +67,23 @@ def compare(report: dict, reference: dict, *, cell_tol: float, avg_tol: float, s
             problems.append(f"speed: a CycleQD child costs {gs['child_to_reference_op']:.1f} reference operations, "
                             f"the reference {rs['child_to_reference_op']:.1f} ({ratio:.2f}x slower, limit {speed_factor}x)")
     return problems
+
+
+def compare_table4(report: dict, reference: dict, *, score_tol: float = 0.10, sim_tol: float = 0.02) -> list[str]:
+    """The SAM Table 4 rows: normalised scores within ``score_tol``, similarities within ``sim_tol``."""
+    problems: list[str] = []
+    for key in ("variant", "seed"):
+        if report.get(key) != reference.get(key):
+            problems.append(f"{key}: run has {report.get(key)!r}, reference has {reference.get(key)!r}")
+    got = {r["pair"]: r for r in report.get("table4", [])}
+    for ref in reference["table4"]:
+        r = got.get(ref["pair"])
+        if r is None:
+            problems.append(f"table4: pair {ref['pair']} is missing")
+            continue
+        for col, tol in (("score_a", score_tol), ("score_b", score_tol), ("avg", score_tol),
+                         ("mean_merge_avg", score_tol), ("similarity", sim_tol)):
+            a, b = r.get(col), ref.get(col)
+            if (a is None) != (b is None) or (a is not None and abs(a - b) > tol + 1e-9):
+                problems.append(f"table4: {ref['pair']} / {col}: {a} vs reference {b} (tolerance {tol})")
+    return problems

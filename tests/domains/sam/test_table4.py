@@ -30,3 +30,9 @@ def test_micro_table4(tmp_path):
     assert (tmp_path / "index.html").read_text().count("data:image/png;base64,") == 12
     again = run_table4("micro", 0, tmp_path, progress=False, variant=MICRO)  # reuses the finished runs
     assert again["table4"] == rep["table4"]
+    from domains.mini.regression import compare_table4
+
+    assert compare_table4(rep, rep) == []
+    shifted = {**rep, "table4": [dict(r, similarity=r["similarity"] - 0.5) if i == 0 else r
+                                 for i, r in enumerate(rep["table4"])]}
+    assert any("CAM+POL / similarity" in p for p in compare_table4(rep, shifted))
