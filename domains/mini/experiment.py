@@ -66,6 +66,8 @@ def run_config(variant: dict, seed: int, overrides: list[str], world_params: dic
             t.params.limit = int(variant["limit"])
     if world_params:
         cfg.model.builder.params = {**cfg.model.builder.params, **world_params}
+    if variant.get("bounds"):  # explicit behaviour ranges instead of the paper's from expert scores
+        cfg.qd.bounds = {t.name: list(variant["bounds"]) for t in cfg.tasks}
     return cfg
 
 

@@ -11,10 +11,10 @@ from domains.mini.experiment import ABLATIONS, run_experiment  # noqa: E402
 from domains.mini.regression import DEFAULT_TOLERANCES, compare  # noqa: E402
 from tests.domains.test_os import rootfs_or_skip  # noqa: E402
 
-MICRO_WORLD = {"n_train": 12, "n_noise": 6, "n_eval": 12, "vocab_size": 400, "hidden": 32,
+MICRO_WORLD = {"n_train": 12, "n_noise": 6, "n_eval": 12, "vocab_size": 600, "max_len": 1024, "hidden": 32,
                "layers": 1, "heads": 2, "intermediate": 64, "pretrain_steps": 8, "finetune_steps": 4,
                "batch_size": 4, "warmup": 2}
-MICRO = {"limit": 8, "generations": 2, "progress_every": 1, "cmaes_evals": 6}
+MICRO = {"limit": 8, "generations": 2, "progress_every": 1, "cmaes_evals": 6, "bounds": [0.0, 1.0]}
 
 
 @pytest.fixture(scope="module")
