@@ -22,6 +22,9 @@ class HFEngine(ChatEngine):
     def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None, chat_template: str | None = None,
                  batch_size: int = 16, max_length: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per engine build (per worker) is noise in run logs
 
         path = Path(model)
         if not path.is_dir():
