@@ -25,7 +25,7 @@ FAMILIES = ("code", "os", "db")
 VARIANTS: dict[str, dict[str, Any]] = {
     # ``limit``: eval instances per family (split evenly into opt / test); ``generations`` per CycleQD run
     "quick": {"limit": 40, "generations": 12, "progress_every": 4, "cmaes_evals": 12},
-    "full": {"limit": None, "generations": 60, "progress_every": 10, "cmaes_evals": 60},
+    "full": {"limit": None, "generations": 40, "progress_every": 10, "cmaes_evals": 40},
 }
 # Table 2 (paper: QD w/o cycle, + cycle, + Gaussian mutation, SVD mutation instead, + elite sampling)
 ABLATIONS = [
