@@ -183,22 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")
     rp.add_argument("--show-failures", action="store_true")
     rp.set_defaults(fn=_cmd_replay)
-    mi = sub.add_parser("mini", help="the mini world: build the tiny models and write mini Table 1 and Table 2")
-    mi.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
-    mi.add_argument("--seed", type=int, default=0)
-    mi.add_argument("--out", default=None, help="output directory (default: runs/mini-<variant>-seed<seed>)")
-    mi.add_argument("--quiet", action="store_true")
-    mi.add_argument("--check", default=None, metavar="REFERENCE",
-                    help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
-    mi.set_defaults(fn=_cmd_mini)
-    sa = sub.add_parser("sam", help="the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4")
-    sa.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--out", default=None, help="output directory (default: runs/sam-<variant>-seed<seed>)")
-    sa.add_argument("--quiet", action="store_true")
-    sa.add_argument("--check", default=None, metavar="REFERENCE",
-                    help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
-    sa.set_defaults(fn=_cmd_sam)
+    for name, fn, text in (("mini", _cmd_mini, "the mini world: build the tiny models and write mini Table 1 and Table 2"),
+                           ("sam", _cmd_sam, "the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4")):
+        ex = sub.add_parser(name, help=text)
+        ex.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
+        ex.add_argument("--seed", type=int, default=0)
+        ex.add_argument("--out", default=None, help=f"output directory (default: runs/{name}-<variant>-seed<seed>)")
+        ex.add_argument("--quiet", action="store_true")
+        ex.add_argument("--check", default=None, metavar="REFERENCE",
+                        help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
+        ex.set_defaults(fn=fn)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
     dr.set_defaults(fn=_cmd_doctor)

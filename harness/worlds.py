@@ -16,6 +16,22 @@ from harness.errors import ConfigError
 _BUILDERS: dict[str, Callable[..., Mapping[str, Path]]] = {}
 
 
+def publish_stage(path: Path, make: Callable[[Path], None]) -> Path:
+    """A cached build stage: run ``make(tmp)`` into a temporary sibling directory unless ``path`` exists,
+    then rename it into place, so a killed build never leaves a half-written stage behind."""
+    import os
+    import shutil
+
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    make(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def register_builder(name: str):
     def deco(fn):
         _BUILDERS[name] = fn

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+from harness.runner.checkpoint import atomic_write_json, read_json
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "mini.yaml"

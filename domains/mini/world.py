@@ -28,12 +28,11 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.worlds import register_builder
+from harness.worlds import publish_stage as _stage, register_builder
 
 FAMILY_DOMAIN = {"code": "coding", "os": "os", "db": "db"}
 DEFAULTS: dict[str, Any] = {
@@ -66,18 +65,6 @@ def world_dir(r: dict) -> Path:
 
     h = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "mini" / f"world-{h}"
-
-
-def _stage(path: Path, make) -> Path:
-    """Run ``make(tmp)`` unless ``path`` exists; publish atomically."""
-    if path.exists():
-        return path
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    make(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def _write_jsonl(path: Path, rows) -> None:

@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from harness.worlds import register_builder
+from harness.worlds import publish_stage as _stage, register_builder
 
 TASKS = ("camouflage", "polyp", "skin", "leaf")
 DEFAULTS: dict[str, Any] = {
@@ -46,17 +45,6 @@ def recipe(**params) -> dict:
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
-
-
-def _stage(path: Path, make) -> Path:
-    if path.exists():
-        return path
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    make(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def seg_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
