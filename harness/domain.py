@@ -131,11 +131,9 @@ def register_domain(name: str, *aliases: str) -> Callable[[type[Domain]], type[D
 def get_domain(ref: str) -> type[Domain]:
     """``name`` (registered, or a module ``domains.<name>``) or ``module.path:ClassName``."""
     if ":" in ref:
-        mod, _, cls_name = ref.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"tasks.*.domain: cannot load {ref!r} ({exc})") from None
+        from harness.refs import load_ref
+
+        cls = load_ref(ref, "tasks.*.domain")
         if not (isinstance(cls, type) and issubclass(cls, Domain)):
             raise ConfigError(f"tasks.*.domain: {ref!r} is not a Domain subclass")
         return cls

@@ -44,16 +44,19 @@ def build_world(kind: str, out_dir: Path, params: Mapping[str, Any]) -> dict[str
     """``kind``: a registered name (its module ``domains.<kind>`` is imported on demand) or
     ``module.path:function`` for a builder outside this repository."""
     if ":" in kind:
-        mod, _, fn_name = kind.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod), fn_name)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"model.builder.kind: cannot load {kind!r} ({exc})") from None
-        try:
-            paths = fn(out_dir, **dict(params))
-        except TypeError as exc:
-            raise ConfigError(f"model.builder.params: {exc}") from None
-        return {k: Path(v) for k, v in paths.items()}
+        from harness.refs import load_ref
+
+        fn = load_ref(kind, "model.builder.kind")
+    else:
+        fn = _registered(kind)
+    try:
+        paths = fn(out_dir, **dict(params))
+    except TypeError as exc:
+        raise ConfigError(f"model.builder.params: {exc}") from None
+    return {k: Path(v) for k, v in paths.items()}
+
+
+def _registered(kind: str) -> Callable[..., Mapping[str, Path]]:
     if kind not in _BUILDERS:
         try:
             importlib.import_module(f"domains.{kind}")
@@ -61,8 +64,4 @@ def build_world(kind: str, out_dir: Path, params: Mapping[str, Any]) -> dict[str
             pass
     if kind not in _BUILDERS:
         raise ConfigError(f"model.builder.kind: unknown builder {kind!r} (known: {sorted(_BUILDERS)})")
-    try:
-        paths = _BUILDERS[kind](out_dir, **dict(params))
-    except TypeError as exc:
-        raise ConfigError(f"model.builder.params: {exc}") from None
-    return {k: Path(v) for k, v in paths.items()}
+    return _BUILDERS[kind]
