@@ -66,6 +66,8 @@ class Episode(ABC):
 def run_episodes(episodes: Iterable[Episode], agent: Agent, *, batch_size: int = 64, progress: bool = False,
                  desc: str = "episodes") -> None:
     """Drive episodes to completion, at most ``batch_size`` live at once (each may hold an env)."""
+    from harness.engines import CONTEXT_LIMIT
+
     pending = list(episodes)
     live: list[Episode] = []
     bar = tqdm(total=len(pending), desc=desc, disable=not progress, leave=False)
@@ -76,8 +78,6 @@ def run_episodes(episodes: Iterable[Episode], agent: Agent, *, batch_size: int =
             replies = agent.respond([e.request() for e in live])
             if len(replies) != len(live):
                 raise RuntimeError(f"agent returned {len(replies)} replies for {len(live)} requests")
-            from harness.engines import CONTEXT_LIMIT
-
             for e, r in zip(live, replies):
                 if r == CONTEXT_LIMIT:
                     e.close_on_context_limit()

@@ -82,7 +82,8 @@ class HFEngine(ChatEngine):
         t0 = time.perf_counter()
         prompts = self.prompts(conversations, prefill)
         out: list[str] = [""] * len(prompts)
-        lengths = [len(ids) for ids in self.tok(prompts, add_special_tokens=False)["input_ids"]]
+        ids = self.tok(prompts, add_special_tokens=False)["input_ids"]  # tokenized once, padded per batch
+        lengths = [len(x) for x in ids]
         fits = []
         for i, n in enumerate(lengths):
             if self.max_length and n + max_new_tokens > self.max_length:
@@ -92,8 +93,7 @@ class HFEngine(ChatEngine):
         order = sorted(fits, key=lambda i: lengths[i])  # similar lengths batch together
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                           add_special_tokens=False).to(self.device)
+            enc = self.tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.device)
             gen = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id,
                                       stop_strings=list(stop) if stop else None,
