@@ -401,7 +401,7 @@ class CodingDomain(Domain):
 
         agent = engine_agent(self.engine_cfg, state_dict, prefill=PREFILL,
                              stop=["Instruction:", "Instruction", "Response:", "Response"],
-                             max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir)
+                             max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir, defaults=self.ctx.engine)
         return self.run(agent, self.split(split))
 
     def scripted_agent(self, kind: str) -> Agent:

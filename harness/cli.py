@@ -58,7 +58,7 @@ def _cmd_mini(a) -> int:
     from domains.mini.experiment import run_experiment
 
     report = run_experiment("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None,
-                            progress=not a.quiet)
+                            progress=not a.quiet, engine=a.engine)
     out_dir = Path(report["out_dir"])
     print((out_dir / "tables.md").read_text())
     print(f"report: {out_dir / 'index.html'}")
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         ex.add_argument("--quiet", action="store_true")
         ex.add_argument("--check", default=None, metavar="REFERENCE",
                         help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
+        if name == "mini":
+            ex.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                            help="generation engine for every LLM task (vllm: run from a venv that has vLLM)")
         ex.set_defaults(fn=fn)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")

@@ -73,6 +73,9 @@ class RunnerConfig:
     # every this many generations, score the current aggregated model on the test split (0 = never);
     # reporting only: nothing the search does depends on it
     progress_every: int = 0
+    # the fraction of a task's samples that may end in a harness failure (env_error / harness_error) before
+    # the evaluation is rejected instead of scored: a broken sandbox must not read as a model scoring 0
+    max_harness_failures: float = 0.0
     # final evaluation: "all" = base, experts, mean merge, each archive's best and CycleQD; "final" = CycleQD
     final_rows: str = "all"
 
@@ -87,6 +90,8 @@ class RunConfig:
     tasks: list[TaskConfig] = field(default_factory=list)
     qd: QDConfig = field(default_factory=QDConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    # defaults for every LLM task's engine (a task's own params.engine keys win), e.g. {kind: vllm}
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -105,17 +110,20 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             if not p.is_file():
                 raise ConfigError(f"config file {p} does not exist")
             parts.append(OmegaConf.load(p))
-        if overrides:
-            for o in overrides:
-                if "=" not in o:
-                    raise ConfigError(f"override {o!r}: expected key=value")
-            parts.append(OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.merge(*parts)
+        for o in overrides or []:
+            if "=" not in o:
+                raise ConfigError(f"override {o!r}: expected key=value")
+            # one at a time with update(), so that list items can be addressed (tasks.0.params.limit=40)
+            key, value = o.split("=", 1)
+            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
         if "CYCLEQD_DATA" in os.environ and cfg.data_root == DEFAULT_DATA_ROOT:
             cfg.data_root = os.environ["CYCLEQD_DATA"]
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc)) from None
+    except (TypeError, ValueError, IndexError) as exc:  # e.g. a list index past the end, a dict into a list
+        raise ConfigError(f"config: {exc}") from None
     validate(cfg)
     return cfg
 
@@ -130,6 +138,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"tasks.{i}: needs both 'name' and 'domain'")
     if len(set(names)) != len(names):
         raise ConfigError(f"tasks: duplicate task names {names}")
+    if not 0.0 <= cfg.runner.max_harness_failures <= 1.0:
+        raise ConfigError(f"runner.max_harness_failures: a fraction in [0, 1], got {cfg.runner.max_harness_failures}")
     qd = cfg.qd
     if qd.generations < 0:
         raise ConfigError(f"qd.generations: must be >= 0, got {qd.generations}")

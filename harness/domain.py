@@ -76,6 +76,7 @@ class DomainContext:
     seed: int
     data_root: Path
     base_dir: Path | None = None  # the run's base model (HF directory): engines are built from it
+    engine: dict = field(default_factory=dict)  # the run's engine defaults (config key ``engine``)
 
 
 class Domain(ABC):

@@ -59,7 +59,8 @@ def mariadb_backend():
     backend.close()
 
 
-def build_tiny_llm(d: Path, seed: int = 0) -> Path:
+def build_tiny_llm(d: Path, seed: int = 0, *, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                   init_std: float = 0.02) -> Path:
     """A 2-layer random Llama with a byte-level BPE tokenizer trained here, saved as an HF directory."""
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -77,9 +78,10 @@ def build_tiny_llm(d: Path, seed: int = 0) -> Path:
     fast.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                           "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
+                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                      initializer_range=init_std)
     model = LlamaForCausalLM(cfg)
     d.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(d)

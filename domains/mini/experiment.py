@@ -27,6 +27,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quick": {"limit": 40, "generations": 12, "progress_every": 4, "cmaes_evals": 12},
     "full": {"limit": None, "generations": 40, "progress_every": 10, "cmaes_evals": 40},
 }
+# `cycleqd mini --engine NAME`: config overrides that put every LLM task on that engine (vLLM: float32 as the
+# HF engine, a KV cache sized for tiny models instead of most of the machine's memory)
+ENGINES: dict[str, list[str]] = {
+    "hf": [],
+    "vllm": ["engine.kind=vllm", "engine.dtype=float32", "engine.vllm_args.kv_cache_memory_bytes=268435456"],
+}
 # Table 2 (paper: QD w/o cycle, + cycle, + Gaussian mutation, SVD mutation instead, + elite sampling)
 ABLATIONS = [
     ("QD (no cycle, no mutation, random sampling)", ["qd.mode=independent", "qd.mutation=none", "qd.sampler=random"]),
@@ -93,7 +99,8 @@ def test_scores(results: dict, label: str = "cycleqd") -> dict[str, float]:
 
 
 def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None,
-                   progress: bool = True, world_params: dict | None = None, variant: dict | None = None) -> dict:
+                   progress: bool = True, world_params: dict | None = None, variant: dict | None = None,
+                   engine: str = "hf") -> dict:
     """Build the world if missing, score every Table 1 row and run the Table 2 CycleQD runs; write the
     report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests)."""
     import torch
@@ -105,8 +112,11 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
 
     if variant is None and variant_name not in VARIANTS:
         raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
+    if engine not in ENGINES:
+        raise ValueError(f"mini: unknown engine {engine!r} (known: {sorted(ENGINES)})")
     variant = dict(variant or VARIANTS[variant_name])
-    out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}")
+    suffix = "" if engine == "hf" else f"-{engine}"
+    out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
     from domains.mini.regression import reference_operation_seconds
@@ -117,10 +127,13 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     t_build = time.perf_counter() - t0
     torch.set_num_threads(2)
 
-    cfg = run_config(variant, seed, [])
+    from omegaconf import OmegaConf
+
+    cfg = run_config(variant, seed, ENGINES[engine])
     tasks = [{"name": t.name, "domain": t.domain, "params": dict(t.params)} for t in cfg.tasks]
     names = [t["name"] for t in tasks]
-    scorer = Scorer(tasks, data_root=world["data_root"], base_dir=world["base"], seed=seed, run_dir=out / "scoring")
+    scorer = Scorer(tasks, data_root=world["data_root"], base_dir=world["base"], seed=seed, run_dir=out / "scoring",
+                    engine=OmegaConf.to_container(cfg.engine))
     book = RowBook(out / "rows.json")
     sds = {k: load_state_dict(world[k]) for k in ("base", *FAMILIES, "all_data")}
     experts = [sds[f] for f in FAMILIES]
@@ -174,7 +187,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     for i, (label, overrides) in enumerate(ABLATIONS):
         say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
         t1 = time.perf_counter()
-        res = cycleqd_run(variant, seed, overrides, out / f"qd_{i}", progress, world_params)
+        res = cycleqd_run(variant, seed, [*ENGINES[engine], *overrides], out / f"qd_{i}", progress, world_params)
         t_evolve += time.perf_counter() - t1
         runs[label] = out / f"qd_{i}"
         table2[label] = test_scores(res)
@@ -182,7 +195,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     timings["cycleqd_runs"] = t_evolve
     timings["total"] = time.perf_counter() - t0
 
-    report = {"honesty": honesty(table1, names), "variant": variant_name, "seed": seed, "out_dir": str(out), "variant_params": variant, "tasks": names,
+    report = {"honesty": honesty(table1, names), "variant": variant_name, "seed": seed, "engine": engine, "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
               "table1": table1, "table2": table2, "timings": timings,
               "speed": speed_report(runs[ABLATIONS[-1][0]], engine_seconds(), ref_op),

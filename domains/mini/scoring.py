@@ -37,8 +37,9 @@ def merge_models(base: Mapping[str, torch.Tensor], experts: Sequence[Mapping[str
 class Scorer:
     """{task: quality} of a state dict on a split, with the per-task seconds of the last call."""
 
-    def __init__(self, tasks: Sequence[Mapping], *, data_root: Path, base_dir: Path, seed: int, run_dir: Path):
-        ctx = DomainContext(run_dir=run_dir, seed=seed, data_root=data_root, base_dir=base_dir)
+    def __init__(self, tasks: Sequence[Mapping], *, data_root: Path, base_dir: Path, seed: int, run_dir: Path,
+                 engine: Mapping | None = None):
+        ctx = DomainContext(run_dir=run_dir, seed=seed, data_root=data_root, base_dir=base_dir, engine=dict(engine or {}))
         self.domains = {t["name"]: build_domain(t["domain"], task=t["name"], ctx=ctx, params=dict(t.get("params", {})))
                         for t in tasks}
         for d in self.domains.values():

@@ -35,6 +35,9 @@ KEEP_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "set
              "net_bind_service", "audit_write", "setfcap")
 ENV = ["HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb",
        "LANG=C.UTF-8", "USER=root"]
+# the host-side setup (unshare, mount, chroot, setpriv) gets a clean environment too: the harness's own
+# (LD_PRELOAD set by vLLM's CPU build, tokens, proxies) must neither leak in nor break the host tools
+SETUP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -100,7 +103,7 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
             ["unshare", "--mount", "--pid", "--ipc", "--uts", *net, "--fork", "--kill-child", "--propagation", "private",
              "/bin/sh", "-c", setup],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=self._preexec,
-            start_new_session=True)
+            start_new_session=True, env=SETUP_ENV)
         self._attach()
         first = self.run("echo ready", timeout=30)
         if first.output.strip() != "ready":

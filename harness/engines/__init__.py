@@ -39,7 +39,9 @@ def build_engine(cfg: Mapping) -> ChatEngine:
 
         return HFEngine(**{k: v for k, v in cfg.items() if k != "kind"})
     if kind == "vllm":
-        raise ConfigError("engine.kind: the vLLM engine is not implemented yet (issue 4 is open); use kind: hf")
+        from harness.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(**{k: v for k, v in cfg.items() if k != "kind"})
     raise ConfigError(f"engine.kind: unknown engine {kind!r} (hf | vllm)")
 
 
@@ -73,9 +75,10 @@ class EngineAgent(Agent):
 
 
 def engine_agent(cfg: Mapping | None, state_dict: Mapping, *, prefill: str = "", stop: Sequence[str] | None = None,
-                 max_new_tokens: int = 512, base_dir=None) -> EngineAgent:
-    """An agent whose engine holds ``state_dict``; the engine's model defaults to the run's base model."""
-    cfg = {"kind": "hf", **({"model": str(base_dir)} if base_dir else {}), **dict(cfg or {})}
+                 max_new_tokens: int = 512, base_dir=None, defaults: Mapping | None = None) -> EngineAgent:
+    """An agent whose engine holds ``state_dict``. Its config: the task's ``engine`` params over the run's
+    ``defaults`` (config key ``engine``) over {kind: hf, model: the run's base model}."""
+    cfg = {"kind": "hf", **({"model": str(base_dir)} if base_dir else {}), **dict(defaults or {}), **dict(cfg or {})}
     if not cfg.get("model"):
         raise ConfigError("tasks.*.params.engine: an LLM domain needs an engine config with a 'model' directory")
     engine = get_engine(cfg)

@@ -48,7 +48,7 @@ class Evaluator:
         base, experts, data_root = resolve_world(self.cfg, self.run_dir)
         self.store = ModelStore(base_dir=base, experts=experts, cache_bytes=int(self.cfg.model.cache_bytes))
         ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=data_root,
-                            base_dir=self.store.base_dir)
+                            base_dir=self.store.base_dir, engine=OmegaConf.to_container(self.cfg.engine))
         self.domains = {
             t.name: build_domain(t.domain, task=t.name, ctx=ctx, params=OmegaConf.to_container(t.params))
             for t in self.cfg.tasks
@@ -74,6 +74,15 @@ class Evaluator:
             if not (math.isfinite(q) and 0.0 <= q <= 1.0):
                 return {"scores": None, "error": f"rejected: domain {name!r} returned quality {q!r}",
                         "timings": timings, "status_counts": counts}
+            bad = [s for s in res.samples if s.status.is_harness_failure]
+            limit = float(self.cfg.runner.get("max_harness_failures", 0.0))
+            if bad and len(bad) > limit * len(res.samples):
+                first = bad[0]
+                why = str(first.detail.get("error", first.detail))[:200]
+                return {"scores": None, "timings": timings, "status_counts": counts,
+                        "error": f"rejected: {name!r}: {len(bad)} of {len(res.samples)} samples failed in the harness "
+                                 f"(runner.max_harness_failures={limit}); first, {first.sample_id} "
+                                 f"[{first.status.value}]: {why}"}
             scores[name] = q
             counts[name] = res.status_counts()
         return {"scores": scores, "error": None, "timings": timings, "status_counts": counts}

@@ -74,6 +74,20 @@ def test_shell_state_persists_and_writes_stay_in_the_episode(shell, rootfs):
     assert shell.run("useradd -m eve && su eve -c 'id -un'").output == "eve\n"
 
 
+def test_the_harness_environment_stays_outside(rootfs, monkeypatch):
+    """vLLM's CPU build sets LD_PRELOAD to a library inside its venv; a harness may hold tokens. Neither may
+    reach the episode, and the preload must not break the host-side setup (it once made every episode an
+    ENV_ERROR)."""
+    from envs.sandbox.rootfs_shell import RootfsShell
+
+    monkeypatch.setenv("LD_PRELOAD", "/nonexistent/libgomp.so.1")
+    monkeypatch.setenv("CYCLEQD_TEST_SECRET", "hunter2")
+    with RootfsShell(rootfs) as sh:
+        r = sh.run("env; echo end")
+    assert r.status == ExecStatus.OK and r.output.endswith("end\n")
+    assert "hunter2" not in r.output and "LD_PRELOAD" not in r.output and "ld.so" not in r.output
+
+
 HOSTILE = {
     "fork bomb": ":(){ :|:& };: ; sleep 1; echo done",
     "memory bomb": "python3 -c 'x = bytearray(4 << 30)'; echo rc=$?",

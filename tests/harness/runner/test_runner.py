@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from domains.vector_world import VectorWorldDomain
 from harness.config import load_config
 from harness.errors import ConfigError
 from harness.runner.checkpoint import read_json
@@ -137,3 +138,27 @@ def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
         assert data_root == tmp_path / "data" and "data_root" not in experts and len(experts) == 3
     finally:
         _BUILDERS.pop("with_data")
+
+
+class BrokenSandboxDomain(VectorWorldDomain):
+    """The vector-world task, but every fourth sample ends in ENV_ERROR (a sandbox that failed to start)."""
+
+    def evaluate(self, state_dict, *, split):
+        from harness.domain import SampleResult, SampleStatus, TaskResult
+
+        res = super().evaluate(state_dict, split=split)
+        samples = [SampleResult(s.sample_id, SampleStatus.ENV_ERROR, 0.0, {"error": "sandbox did not start"})
+                   if i % 4 == 0 else s for i, s in enumerate(res.samples)]
+        return TaskResult(sum(s.score for s in samples) / len(samples), samples)
+
+
+def test_harness_failures_reject_an_evaluation_instead_of_scoring_it(tmp_path):
+    broken = ["tasks.1.domain=tests.harness.runner.test_runner:BrokenSandboxDomain"]
+    with pytest.raises(RuntimeError, match=r"'task1': \d+ of \d+ samples failed in the harness .*sandbox did not start"):
+        run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=2"] + broken, run_dir=tmp_path / "strict")
+    # a tolerance the user chose: then it is scored (the failed samples count as 0)
+    _, res = run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=2", "runner.max_harness_failures=0.3"] + broken,
+                             run_dir=tmp_path / "tolerant")
+    assert "cycleqd" in {r["model"] for r in res["rows"]}
+    with pytest.raises(ConfigError, match="max_harness_failures"):
+        load_config(VECTOR_WORLD, ["runner.max_harness_failures=2"])
