@@ -76,6 +76,9 @@ class RunnerConfig:
     # the fraction of a task's samples that may end in a harness failure (env_error / harness_error) before
     # the evaluation is rejected instead of scored: a broken sandbox must not read as a model scoring 0
     max_harness_failures: float = 0.0
+    # a directory of evaluations shared between runs (harness/runner/score_cache.py): the experts of an
+    # ablation suite or a rerun are scored once
+    score_cache: Optional[str] = None
     # final evaluation: "all" = base, experts, mean merge, each archive's best and CycleQD; "final" = CycleQD
     final_rows: str = "all"
 

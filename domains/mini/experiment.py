@@ -23,9 +23,11 @@ CONFIG = REPO / "configs" / "mini.yaml"
 FAMILIES = ("code", "os", "db")
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # ``limit``: eval instances per family (split evenly into opt / test); ``generations`` per CycleQD run
+    # ``limit``: eval instances per family (split evenly into opt / test); ``generations`` per CycleQD run;
+    # ``cmaes_evals``: opt-split evaluations for each learned-coefficient searcher (CMA-ES, NSGA-II, PG).
+    # full: what fits 45 minutes here after the world (a child costs ~10-13 s on 60 opt instances per family)
     "quick": {"limit": 40, "generations": 12, "progress_every": 4, "cmaes_evals": 12},
-    "full": {"limit": None, "generations": 40, "progress_every": 10, "cmaes_evals": 40},
+    "full": {"limit": None, "generations": 20, "progress_every": 10, "cmaes_evals": 18},
 }
 # `cycleqd mini --engine NAME`: config overrides that put every LLM task on that engine (vLLM: float32 as the
 # HF engine, a KV cache sized for tiny models instead of most of the machine's memory)
@@ -160,25 +162,21 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         table1[f"Merge: {name} ({label.split(':', 1)[1]})"] = book.get(f"test:{label}", lambda: scorer.score(sd_of(), "test"))
     timings["baselines"] = time.perf_counter() - t1
 
-    # -- learned merge coefficients: CMA-ES on the opt split ------------------------------------------
-    t1 = time.perf_counter()
-    say("mini: CMA-ES over task-arithmetic coefficients ...", flush=True)
-    import cma
-
+    # -- learned merge coefficients on the opt split: CMA-ES, NSGA-II, policy gradient ------------------
     def coef_model(x):
         return merge_models(sds["base"], experts, get_merge_method("task_arithmetic").spec(weights=tuple(float(v) for v in x)))
 
-    es = cma.CMAEvolutionStrategy([1 / 3] * 3, 0.3, {"seed": seed + 1, "popsize": 6, "verbose": -9,
-                                                     "maxfevals": variant["cmaes_evals"], "bounds": [-1.0, 2.0]})
-    while not es.stop():
-        xs = es.ask()
-        fits = [-_avg(book.get("cmaes:" + ",".join(f"{v:.6f}" for v in x), lambda x=x: scorer.score(coef_model(x), "opt")))
-                for x in xs]
-        es.tell(xs, fits)
-    xbest = [float(v) for v in es.result.xbest]
-    table1[f"Learned coefficients (CMA-ES, w={[round(v, 2) for v in xbest]})"] = book.get(
-        "test:cmaes", lambda: scorer.score(coef_model(xbest), "test"))
-    timings["cmaes"] = time.perf_counter() - t1
+    def opt_scores(tag: str, x) -> dict[str, float]:
+        return book.get(f"{tag}:" + ",".join(f"{v:.6f}" for v in x), lambda: scorer.score(coef_model(x), "opt"))
+
+    for tag, label, search in (("cmaes", "CMA-ES", _cmaes), ("nsga2", "NSGA-II", _nsga2),
+                               ("pg", "policy gradient", _policy_gradient)):
+        t1 = time.perf_counter()
+        say(f"mini: {label} over task-arithmetic coefficients ...", flush=True)
+        xbest = search(lambda x, tag=tag: opt_scores(tag, x), names, variant["cmaes_evals"], seed)
+        table1[f"Learned coefficients: {label} (w={[round(v, 2) for v in xbest]})"] = book.get(
+            f"test:{tag}", lambda xbest=xbest: scorer.score(coef_model(xbest), "test"))
+        timings[tag] = time.perf_counter() - t1
     scorer.close()
 
     # -- CycleQD and Table 2 ----------------------------------------------------------------------------
@@ -187,7 +185,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     for i, (label, overrides) in enumerate(ABLATIONS):
         say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
         t1 = time.perf_counter()
-        res = cycleqd_run(variant, seed, [*ENGINES[engine], *overrides], out / f"qd_{i}", progress, world_params)
+        # one score cache for the five runs: the experts (and any repeated model) are scored once
+        res = cycleqd_run(variant, seed, [*ENGINES[engine], f"runner.score_cache={out / 'score_cache'}", *overrides],
+                          out / f"qd_{i}", progress, world_params)
         t_evolve += time.perf_counter() - t1
         runs[label] = out / f"qd_{i}"
         table2[label] = test_scores(res)
@@ -198,12 +198,51 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     report = {"honesty": honesty(table1, names), "variant": variant_name, "seed": seed, "engine": engine, "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
               "table1": table1, "table2": table2, "timings": timings,
-              "speed": speed_report(runs[ABLATIONS[-1][0]], engine_seconds(), ref_op),
+              "speed": speed_report(list(runs.values()), engine_seconds(), ref_op),
               "environment": read_json(runs[ABLATIONS[-1][0]] / "environment.json")}
     from domains.mini.report import write_report
 
     write_report(out, report, runs)
     return report
+
+
+# -- learned-coefficient searchers: each gets ``evals`` opt-split evaluations of 3 task-arithmetic weights,
+# starts at the mean merge (1/3 each) with step 0.3, stays within [-1, 2], and returns the weights to test
+X0, STEP, BOUNDS, POP = [1 / 3] * 3, 0.3, (-1.0, 2.0), 6
+
+
+def _cmaes(score, tasks, evals: int, seed: int) -> list[float]:
+    """CMA-ES on the average opt score; the best evaluated vector."""
+    import cma
+
+    es = cma.CMAEvolutionStrategy(X0, STEP, {"seed": seed + 1, "popsize": POP, "verbose": -9, "maxfevals": evals,
+                                             "bounds": list(BOUNDS)})
+    while not es.stop():
+        xs = es.ask()
+        es.tell(xs, [-_avg(score(x)) for x in xs])
+    return [float(v) for v in es.result.xbest]
+
+
+def _nsga2(score, tasks, evals: int, seed: int) -> list[float]:
+    """NSGA-II with the per-task opt scores as objectives; from its first front, the best average."""
+    from harness.search import NSGA2
+
+    s = NSGA2(x0=X0, bounds=BOUNDS, pop_size=POP, max_evals=evals, seed=seed + 1, sigma0=STEP)
+    while not s.stop():
+        xs = s.ask()
+        s.tell(xs, [[score(x)[t] for t in tasks] for x in xs])
+    return [float(v) for v in s.best()[0]]
+
+
+def _policy_gradient(score, tasks, evals: int, seed: int) -> list[float]:
+    """A Gaussian policy trained by the policy gradient on the average opt score; the policy's mean."""
+    from harness.search import GaussianPolicyGradient
+
+    pg = GaussianPolicyGradient(x0=X0, bounds=BOUNDS, batch=POP, max_evals=evals, seed=seed + 1, sigma0=STEP)
+    while not pg.stop():
+        xs = pg.ask()
+        pg.tell(xs, [_avg(score(x)) for x in xs])
+    return [float(v) for v in pg.best()]
 
 
 def honesty(table1: dict, tasks: list[str]) -> dict:
@@ -219,11 +258,12 @@ def honesty(table1: dict, tasks: list[str]) -> dict:
             and max(table1["Base model"].values()) <= 0.3 and all(mean[t] < own[t] for t in tasks)}
 
 
-def speed_report(run_dir: Path, engine_s: dict[str, float], reference_op_s: float) -> dict:
-    """Generations per hour of the main run and where a child's time goes (from its history); the
-    cost of a child in units of a fixed reference operation timed in this process (for regression)."""
-    ck = read_json(run_dir / "checkpoint.json")
-    hist = [h for h in ck["qd"]["history"] if h.get("kind") == "child" and h.get("timings")]
+def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_s: float) -> dict:
+    """Generations per hour of CycleQD and where a child's time goes, over every child the runs evaluated
+    (children served by the score cache are left out); the cost of a child in units of a fixed reference
+    operation timed in this process (for regression)."""
+    hist = [h for d in run_dirs for h in read_json(d / "checkpoint.json")["qd"]["history"]
+            if h.get("kind") == "child" and h.get("timings")]
     if not hist:
         return {}
     per: dict[str, float] = {}

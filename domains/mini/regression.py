@@ -42,7 +42,7 @@ def compare(report: dict, reference: dict, *, cell_tol: float, avg_tol: float, s
     for table in ("table1", "table2"):
         ref_rows, got_rows = reference[table], report.get(table, {})
 
-        def canon(name: str) -> str:  # learned hyper-parameters are part of some labels
+        def canon(name: str) -> str:  # learned hyper-parameters / weights are part of some labels
             return name.split(" (")[0] if name.startswith(("Merge: TIES", "Merge: DARE", "Learned")) else name
 
         got_by = {canon(k): v for k, v in got_rows.items()}

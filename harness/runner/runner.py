@@ -137,6 +137,8 @@ class Runner:
                 result = futures.pop(job_id).result()
                 del self.pending[job_id]
                 self.qd.tell(job, result["scores"], result["error"])
+                if result.get("cached"):
+                    self.qd.history[-1]["cached"] = True
                 if job.kind == "child":
                     self.qd.history[-1]["timings"] = result["timings"]
                     if job.generation % int(self.cfg.runner.snapshot_every) == 0 or self.qd.done:

@@ -55,9 +55,29 @@ class Evaluator:
         }
         for d in self.domains.values():
             d.setup()
+        self.cache = None
+        if self.cfg.runner.get("score_cache"):
+            from harness.runner.score_cache import ScoreCache
+
+            self.cache = ScoreCache(self.cfg.runner.score_cache, tasks=OmegaConf.to_container(self.cfg.tasks),
+                                    seed=int(self.cfg.seed), data_root=data_root, engine=ctx.engine,
+                                    base_dir=base, experts=experts)
 
     def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
-        """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...}}"""
+        """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...}}
+        (from ``runner.score_cache`` when this model was scored on this split before, with "cached": true)"""
+        if self.cache is not None:
+            key = self.cache.key(model_id, split)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return {**hit, "timings": {}, "cached": True}  # no time spent: kept out of speed reports
+            res = self._evaluate(model_id, lineage, split)
+            if res["error"] is None:  # rejections are not cached: a harness failure may be transient
+                self.cache.put(key, res)
+            return res
+        return self._evaluate(model_id, lineage, split)
+
+    def _evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
         self.store.register(lineage)
         t0 = time.perf_counter()
         try:
