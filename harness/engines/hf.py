@@ -39,12 +39,7 @@ class HFEngine(ChatEngine):
         self.device, self.batch_size = device, batch_size
         # the context: prompt + reply must fit (default: the model's position limit)
         self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
-        self.chat_template = None
-        if chat_template:
-            p = Path(chat_template)
-            self.chat_template = p.read_text() if p.is_file() else chat_template
-        elif not getattr(self.tok, "chat_template", None):
-            raise CheckpointError(f"{path}: the tokenizer has no chat template; give engine.chat_template")
+        self.chat_template = resolve_chat_template(self.tok, path, chat_template)
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
         self.seconds = {"load": 0.0, "generate": 0.0}
@@ -71,8 +66,7 @@ class HFEngine(ChatEngine):
         self.seconds["load"] += time.perf_counter() - t0
 
     def prompts(self, conversations: Sequence[list[dict]], prefill: str = "") -> list[str]:
-        return [self.tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True,
-                                             chat_template=self.chat_template) + prefill for m in conversations]
+        return render_prompts(self.tok, self.chat_template, conversations, prefill)
 
     @torch.no_grad()
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
@@ -104,6 +98,22 @@ class HFEngine(ChatEngine):
                 out[i] = cut_at_stop(text, stop)
         self.seconds["generate"] += time.perf_counter() - t0
         return out
+
+
+def resolve_chat_template(tok, model_dir: Path, chat_template: str | None) -> str | None:
+    """engine.chat_template (a file or the template text) over the tokenizer's own; neither is an error."""
+    if chat_template:
+        p = Path(chat_template)
+        return p.read_text() if p.is_file() else chat_template
+    if not getattr(tok, "chat_template", None):
+        raise CheckpointError(f"{model_dir}: the tokenizer has no chat template; give engine.chat_template")
+    return None
+
+
+def render_prompts(tok, chat_template: str | None, conversations: Sequence[list[dict]], prefill: str = "") -> list[str]:
+    """Each conversation as the prompt text the model continues (generation prompt + assistant prefill)."""
+    return [tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True,
+                                    chat_template=chat_template) + prefill for m in conversations]
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.engines import CONTEXT_LIMIT, ChatEngine
-from harness.engines.hf import cut_at_stop
+from harness.engines.hf import cut_at_stop, render_prompts, resolve_chat_template
 from harness.errors import CheckpointError, ConfigError
 
 MIN_VERSION = (0, 32)  # oldest tested: Worker.reload_weights(weights_iterator=...) in place
@@ -75,9 +75,9 @@ class VLLMEngine(ChatEngine):
                  max_length: int | None = None, batch_size: int | None = None, seed: int = 0,
                  tensor_parallel_size: int = 1, enforce_eager: bool = True, device: str | None = None,
                  vllm_args: Mapping | None = None):
-        """``batch_size`` is accepted for config compatibility with the HF engine and ignored (vLLM schedules
-        the whole batch itself); ``vllm_args`` go to ``vllm.LLM`` as they are (e.g. ``kv_cache_memory_bytes``,
-        ``gpu_memory_utilization``)."""
+        """``batch_size`` and ``device`` are accepted for config compatibility with the HF engine and ignored
+        (vLLM schedules the whole batch itself and runs on the platform its wheel was built for);
+        ``vllm_args`` go to ``vllm.LLM`` as they are (e.g. ``kv_cache_memory_bytes``, ``gpu_memory_utilization``)."""
         if tensor_parallel_size != 1:
             raise ConfigError("engine.tensor_parallel_size: the vLLM engine swaps weights in this process; "
                               "tensor parallelism (one process per shard) is not supported")
@@ -95,19 +95,12 @@ class VLLMEngine(ChatEngine):
         self.version = vllm.__version__
         check_version(self.version)
         self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.chat_template = None
-        if chat_template:
-            p = Path(chat_template)
-            self.chat_template = p.read_text() if p.is_file() else chat_template
-        elif not getattr(self.tok, "chat_template", None):
-            raise CheckpointError(f"{path}: the tokenizer has no chat template; give engine.chat_template")
+        self.chat_template = resolve_chat_template(self.tok, path, chat_template)
         self.shapes = checkpoint_shapes(path)
         cfg = json.loads((path / "config.json").read_text())
         self.max_length = max_length or cfg.get("max_position_embeddings")
         args = {"model": str(path), "dtype": dtype or "auto", "seed": seed, "enforce_eager": enforce_eager,
                 "max_model_len": self.max_length, "tensor_parallel_size": 1, **dict(vllm_args or {})}
-        if device:
-            args["device"] = device
         t0 = time.perf_counter()
         self.llm = vllm.LLM(**args)
         self.seconds = {"build": time.perf_counter() - t0, "load": 0.0, "generate": 0.0}
@@ -133,8 +126,7 @@ class VLLMEngine(ChatEngine):
         self.seconds["load"] += time.perf_counter() - t0
 
     def prompts(self, conversations: Sequence[list[dict]], prefill: str = "") -> list[str]:
-        return [self.tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True,
-                                             chat_template=self.chat_template) + prefill for m in conversations]
+        return render_prompts(self.tok, self.chat_template, conversations, prefill)
 
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
                  max_new_tokens: int = 512) -> list[str]:
