@@ -67,6 +67,16 @@ class TaskResult:
     def harness_failures(self) -> int:
         return sum(s.status.is_harness_failure for s in self.samples)
 
+    def harness_verdict(self, task: str, max_fraction: float = 0.0) -> str | None:
+        """Why this result must not be used as a score (more harness failures than ``max_fraction`` of the
+        samples: a broken sandbox is not a model scoring 0), or None when it may."""
+        bad = [s for s in self.samples if s.status.is_harness_failure]
+        if not bad or len(bad) <= max_fraction * len(self.samples):
+            return None
+        why = str(bad[0].detail.get("error", bad[0].detail))[:200]
+        return (f"{task!r}: {len(bad)} of {len(self.samples)} samples failed in the harness (allowed: "
+                f"{max_fraction:g}); first, {bad[0].sample_id} [{bad[0].status.value}]: {why}")
+
 
 @dataclass
 class DomainContext:

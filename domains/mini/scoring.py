@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import torch
 
 from harness.domain import DomainContext, build_domain
+from harness.errors import HarnessError
 from harness.merging.generalized import MergeSpec, merge_tensor
 from harness.merging.safetensors_io import CheckpointReader
 from harness.seeding import tensor_generator
@@ -52,7 +53,11 @@ class Scorer:
         out = {}
         for name, dom in self.domains.items():
             t0 = time.perf_counter()
-            out[name] = float(dom.evaluate(state_dict, split=split).quality)
+            res = dom.evaluate(state_dict, split=split)
+            verdict = res.harness_verdict(name)
+            if verdict:  # a baseline row must not read a broken sandbox as the model scoring 0
+                raise HarnessError(f"mini scoring: {verdict}")
+            out[name] = float(res.quality)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
         return out
 

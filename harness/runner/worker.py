@@ -94,15 +94,10 @@ class Evaluator:
             if not (math.isfinite(q) and 0.0 <= q <= 1.0):
                 return {"scores": None, "error": f"rejected: domain {name!r} returned quality {q!r}",
                         "timings": timings, "status_counts": counts}
-            bad = [s for s in res.samples if s.status.is_harness_failure]
-            limit = float(self.cfg.runner.get("max_harness_failures", 0.0))
-            if bad and len(bad) > limit * len(res.samples):
-                first = bad[0]
-                why = str(first.detail.get("error", first.detail))[:200]
+            verdict = res.harness_verdict(name, float(self.cfg.runner.max_harness_failures))
+            if verdict:
                 return {"scores": None, "timings": timings, "status_counts": counts,
-                        "error": f"rejected: {name!r}: {len(bad)} of {len(res.samples)} samples failed in the harness "
-                                 f"(runner.max_harness_failures={limit}); first, {first.sample_id} "
-                                 f"[{first.status.value}]: {why}"}
+                        "error": f"rejected (runner.max_harness_failures): {verdict}"}
             scores[name] = q
             counts[name] = res.status_counts()
         return {"scores": scores, "error": None, "timings": timings, "status_counts": counts}

@@ -154,7 +154,7 @@ class BrokenSandboxDomain(VectorWorldDomain):
 
 def test_harness_failures_reject_an_evaluation_instead_of_scoring_it(tmp_path):
     broken = ["tasks.1.domain=tests.harness.runner.test_runner:BrokenSandboxDomain"]
-    with pytest.raises(RuntimeError, match=r"'task1': \d+ of \d+ samples failed in the harness .*sandbox did not start"):
+    with pytest.raises(RuntimeError, match=r"'task1': \d+ of \d+ samples failed in the harness .*did not start"):
         run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=2"] + broken, run_dir=tmp_path / "strict")
     # a tolerance the user chose: then it is scored (the failed samples count as 0)
     _, res = run_from_config(VECTOR_WORLD, QUICK + ["qd.generations=2", "runner.max_harness_failures=0.3"] + broken,
