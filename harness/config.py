@@ -119,7 +119,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
                 raise ConfigError(f"override {o!r}: expected key=value")
             # one at a time with update(), so that list items can be addressed (tasks.0.params.limit=40)
             key, value = o.split("=", 1)
-            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+            # parsed as YAML like from_dotlist, interpolations (${name}) left for the full config to resolve
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]), resolve=False)["v"]
+            OmegaConf.update(cfg, key, parsed, merge=True)
         if "CYCLEQD_DATA" in os.environ and cfg.data_root == DEFAULT_DATA_ROOT:
             cfg.data_root = os.environ["CYCLEQD_DATA"]
         OmegaConf.resolve(cfg)

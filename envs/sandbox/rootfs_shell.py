@@ -35,8 +35,9 @@ KEEP_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "set
              "net_bind_service", "audit_write", "setfcap")
 ENV = ["HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb",
        "LANG=C.UTF-8", "USER=root"]
-# the host-side setup (unshare, mount, chroot, setpriv) gets a clean environment too: the harness's own
-# (LD_PRELOAD set by vLLM's CPU build, tokens, proxies) must neither leak in nor break the host tools
+# the host-side setup and every exec (unshare, nsenter, mount, chroot, setpriv) get a clean environment too:
+# the harness's own (LD_PRELOAD set by vLLM's CPU build, tokens, proxies) must neither leak in nor break
+# the host tools
 SETUP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
@@ -80,7 +81,7 @@ class RootfsShell(InteractiveShell):
     def _start(self, network: bool) -> None:
         lim = self.limits
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={lim.workdir_bytes},mode=0700", "tmpfs", str(self.dir)],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=SETUP_ENV)
         for d in ("upper", "work", "merged"):
             (self.dir / d).mkdir()
         m = self.merged
@@ -146,7 +147,7 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
         if self.cg is not None:
             self.cg.remove()
             self.cg = None
-        subprocess.run(["umount", "-l", str(self.dir)], capture_output=True)
+        subprocess.run(["umount", "-l", str(self.dir)], capture_output=True, env=SETUP_ENV)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "RootfsShell":
@@ -171,4 +172,4 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
             return None, "", ExecStatus.ENV_ERROR
         cmd = ["nsenter", "-t", str(self.ns_pid), "-m", "-p", "-i", "-u", "-n", "--",
                *self._enter_root().split(), *argv]
-        return self._exec_to_file(cmd, timeout, preexec_fn=self._preexec)
+        return self._exec_to_file(cmd, timeout, preexec_fn=self._preexec, env=SETUP_ENV)

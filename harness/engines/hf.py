@@ -18,6 +18,12 @@ from harness.engines import ChatEngine
 from harness.errors import CheckpointError
 
 
+# one loaded model per (directory, device, dtype) per process: the weights are swapped in place before every
+# evaluation, so the coding task's engine and the agent tasks' engine can hold the same one (at 8B, two
+# copies would be 32 GB)
+_MODELS: dict[tuple, torch.nn.Module] = {}
+
+
 class HFEngine(ChatEngine):
     def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None, chat_template: str | None = None,
                  batch_size: int = 16, max_length: int | None = None):
@@ -34,8 +40,11 @@ class HFEngine(ChatEngine):
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         torch_dtype = getattr(torch, dtype) if dtype else None
-        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype).to(device)
-        self.model.eval()
+        key = (str(path.resolve()), device, dtype)
+        if key not in _MODELS:  # engines that differ only in chat template / batching share one model
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype).to(device)
+            _MODELS[key] = model.eval()
+        self.model = _MODELS[key]
         self.device, self.batch_size = device, batch_size
         # the context: prompt + reply must fit (default: the model's position limit)
         self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)

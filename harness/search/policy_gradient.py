@@ -40,13 +40,15 @@ class GaussianPolicyGradient:
             raise ValueError("policy gradient: tell() needs one value per vector of the last ask()")
         self.evals += len(r)
         self.history += [(np.asarray(x), float(v)) for x, v in zip(xs, r)]
+        # the noise that produced what was scored: clipping at the bounds moves x, so eps follows it
+        eps = (np.asarray(xs, dtype=float) - self.mean) / np.exp(self.log_sigma)
         adv = r - r.mean()
         if adv.std() > 0:
             adv = adv / adv.std()
         sigma = np.exp(self.log_sigma)
         # d log N(x; mu, sigma) / d mu = eps / sigma ; / d log sigma = eps^2 - 1   (x = mu + sigma * eps)
-        g_mean = (adv[:, None] * self._eps).mean(0) * sigma  # natural-gradient scaling: a step in units of sigma
-        g_logs = (adv[:, None] * (self._eps ** 2 - 1)).mean(0)
+        g_mean = (adv[:, None] * eps).mean(0) * sigma  # natural-gradient scaling: a step in units of sigma
+        g_logs = (adv[:, None] * (eps ** 2 - 1)).mean(0)
         self.mean = np.clip(self.mean + self.lr_mean * g_mean, self.lo, self.hi)
         self.log_sigma = np.maximum(self.log_sigma + self.lr_sigma * g_logs, np.log(self.min_sigma))
         self._eps = None

@@ -84,8 +84,11 @@ def test_the_harness_environment_stays_outside(rootfs, monkeypatch):
     monkeypatch.setenv("CYCLEQD_TEST_SECRET", "hunter2")
     with RootfsShell(rootfs) as sh:
         r = sh.run("env; echo end")
+        rc, out, status = sh.exec(["sh", "-c", "env; echo end"])  # check scripts run this way
     assert r.status == ExecStatus.OK and r.output.endswith("end\n")
-    assert "hunter2" not in r.output and "LD_PRELOAD" not in r.output and "ld.so" not in r.output
+    assert status == ExecStatus.OK and rc == 0 and out.endswith("end\n")
+    for text in (r.output, out):
+        assert "hunter2" not in text and "LD_PRELOAD" not in text and "ld.so" not in text
 
 
 HOSTILE = {

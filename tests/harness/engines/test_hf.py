@@ -48,6 +48,11 @@ def test_weights_loaded_in_place_change_the_output(engine):
     assert engine.generate(CONV, max_new_tokens=6) == before
 
 
+def test_engines_differing_in_template_share_one_model(engine, tiny_llm):
+    other = HFEngine(str(tiny_llm), batch_size=2, chat_template="{{ messages }}")
+    assert other.model is engine.model and other.chat_template != engine.chat_template
+
+
 def test_bad_state_dict_names_the_tensor(engine):
     sd = {k: v.clone() for k, v in engine.model.state_dict().items()}
     first = next(iter(sd))

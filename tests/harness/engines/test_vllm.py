@@ -101,6 +101,7 @@ def test_vllm_weights_swapped_in_place_match_hf_with_the_same_weights(vllm_run):
     assert got["b"] == expected["b"]  # ... into exactly the HF model with those weights (no stale KV cache)
     assert got["a_again"] == got["a"]
     assert got["same_llm"] and got["loads"] == 2  # one engine, never rebuilt
+    assert got["shared_across_templates"]  # another chat template: the same vllm.LLM
 
 
 def test_vllm_context_limit_and_bad_state_dicts(vllm_run):

@@ -20,6 +20,8 @@ def main() -> None:
     eng = build_engine({"kind": "vllm", "model": model, "dtype": "float32",
                         "vllm_args": {"kv_cache_memory_bytes": 64 << 20}})
     llm_id = id(eng.llm)
+    other = build_engine({"kind": "vllm", "model": model, "dtype": "float32", "chat_template": "{{ messages }}",
+                          "vllm_args": {"kv_cache_memory_bytes": 64 << 20}})
     res: dict = {"version": eng.version}
     res["a"] = eng.generate(convs, max_new_tokens=12)
     res["a_stop"] = eng.generate(convs, max_new_tokens=12, stop=["a", "e"])
@@ -43,6 +45,7 @@ def main() -> None:
             errors[name] = str(exc)
     res["errors"] = errors
     res["same_llm"] = id(eng.llm) == llm_id
+    res["shared_across_templates"] = other.llm is eng.llm and other.chat_template != eng.chat_template
     res["loads"] = eng.loads
     res["seconds"] = eng.seconds
     Path(out).write_text(json.dumps(res, indent=1))

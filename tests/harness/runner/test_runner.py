@@ -65,6 +65,12 @@ def test_refuses_to_optimise_on_test_split():
     load_config(VECTOR_WORLD, ["runner.opt_split=test", "runner.allow_test_split=true"])
 
 
+def test_overrides_address_list_items_and_keep_interpolations():
+    cfg = load_config(VECTOR_WORLD, ["tasks.1.params.dim=16", "run_dir=${name}-x", "qd.bounds.task0=[0.1,0.9]"])
+    assert cfg.tasks[1].params.dim == 16 and cfg.tasks[0].params.dim == 32
+    assert cfg.run_dir == f"{cfg.name}-x" and list(cfg.qd.bounds.task0) == [0.1, 0.9]
+
+
 @pytest.mark.parametrize("override,match", [
     (["qd.bogus=1"], r"qd\.bogus"),
     (["qd.bins=0"], r"qd\.bins: must be >= 1"),
@@ -72,6 +78,8 @@ def test_refuses_to_optimise_on_test_split():
     (["qd.bounds.task0=[0.5,0.2]"], r"qd\.bounds\.task0: need \[lo, hi\] with lo < hi"),
     (["qd.sampler=best"], r"qd\.sampler: 'best' is not one of"),
     (["runner.workers=0"], r"runner\.workers"),
+    (["tasks.x.params.dim=3"], r"Index 'x'"),
+    (["tasks.9.params.dim=3"], r"tasks\[9\]"),
 ])
 def test_bad_config_one_line_error(override, match):
     with pytest.raises(ConfigError, match=match) as ei:

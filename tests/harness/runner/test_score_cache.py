@@ -46,3 +46,7 @@ def test_changed_expert_weights_miss_the_cache(tmp_path):
     save_state_dict(f, {k: v + 1e-3 for k, v in sd.items()})
     assert ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt") != before
     assert ScoreCache(tmp_path / "c", **{**kw, "seed": 1}).key("expert:task0", "opt") != before
+    after = ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt")
+    assert ScoreCache(tmp_path / "c", **kw, settings={"max_harness_failures": 0.3}).key("expert:task0", "opt") != after
+    (tmp_path / "new_data_file.jsonl").write_text("{}")  # data under the data root changed
+    assert ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt") != after
