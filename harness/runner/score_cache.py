@@ -37,12 +37,22 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_digest(model_dir: Path) -> str:
-    """Digest of an HF directory's weights (every *.safetensors file, by name and content)."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
+def model_digest(model_dir: Path, memo: dict | None = None) -> str:
+    """Digest of an HF directory's weights (every *.safetensors file, by name and content). ``memo`` maps a
+    file's path to [size, mtime_ns, digest]: an unchanged file is not read again (8B experts are 16 GB each,
+    and every run of an ablation suite builds its own cache object)."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + file_digest(f).encode())
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        st = f.stat()
+        key = str(f.resolve())
+        seen = (memo or {}).get(key)
+        if seen and seen[:2] == [st.st_size, st.st_mtime_ns]:
+            digest = seen[2]
+        else:
+            digest = file_digest(f)
+            if memo is not None:
+                memo[key] = [st.st_size, st.st_mtime_ns, digest]
+        h.update(f.name.encode() + b"\0" + digest.encode())
     return h.hexdigest()
 
 
@@ -112,7 +122,12 @@ class ScoreCache:
                    "data_stamp": tree_stamp(Path(data_root), exclude=self.root), "engine": dict(engine), "source": source_digest(),
                    "packages": package_versions(), "settings": dict(settings or {})}
         self.context = hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode()).hexdigest()
-        self.weights = {"base": model_digest(base_dir), **{n: model_digest(p) for n, p in experts.items()}}
+        memo_path = self.root / "weight_digests.json"
+        memo = read_json(memo_path) if memo_path.exists() else {}
+        before = json.dumps(memo, sort_keys=True)
+        self.weights = {"base": model_digest(base_dir, memo), **{n: model_digest(p, memo) for n, p in experts.items()}}
+        if json.dumps(memo, sort_keys=True) != before:
+            atomic_write_json(memo_path, memo)
         self.hits = 0
 
     def key(self, model_id: str, split: str) -> str:

@@ -42,8 +42,10 @@ def test_changed_expert_weights_miss_the_cache(tmp_path):
     before = ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt")
     assert ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt") == before
     f = next(experts["task0"].glob("*.safetensors"))
+    memo = (tmp_path / "c" / "weight_digests.json").read_text()
+    assert str(f.resolve()) in memo  # digests remembered by size and mtime, not recomputed per run
     sd = load_file(str(f))
-    save_state_dict(f, {k: v + 1e-3 for k, v in sd.items()})
+    save_state_dict(f, {k: v + 1e-3 for k, v in sd.items()})  # new mtime and content: digested again
     assert ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt") != before
     assert ScoreCache(tmp_path / "c", **{**kw, "seed": 1}).key("expert:task0", "opt") != before
     after = ScoreCache(tmp_path / "c", **kw).key("expert:task0", "opt")
