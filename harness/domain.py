@@ -1,22 +1,27 @@
 """The seam between the core and the tasks: a Domain scores a model on one task.
 
-A domain module registers its class with ``@register_domain("name")``. Configs name a domain either by a
-registered name (modules under ``domains/`` are imported on first use) or by ``package.module:Class`` for
-an out-of-tree domain, so a new domain is one module plus one config, with no edit to the core.
+A domain module registers its class with ``@register_domain("name")`` (``harness.registry.DOMAINS``; the
+project's own domains are listed there lazily). Configs name a domain by a registered name or by
+``package.module:Class`` for an out-of-tree domain, so a new domain is one module plus one config, with no
+edit to the core.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-import importlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from harness.errors import ConfigError
+from harness.registry import DOMAINS
 
 
 class SampleStatus(str, enum.Enum):
@@ -92,16 +97,19 @@ class DomainContext:
 class Domain(ABC):
     """Scores models on one task.
 
-    Subclasses take their settings as keyword arguments (the ``params`` of the task's config; unknown keys
-    are a config error) and implement ``evaluate``. ``setup`` runs once per worker before the first
+    A subclass declares its settings as a ``Params`` dataclass (the ``params`` of the task's config, typed
+    and checked when the config loads, before anything is written) and receives ``params=Params(...)``;
+    a subclass without ``Params`` receives them as keyword arguments. It implements ``evaluate``. ``setup`` runs once per worker before the first
     evaluation (start servers, build sandboxes, load data), ``close`` when the worker stops.
     """
 
     name: str = "domain"
+    Params: ClassVar[type | None] = None
 
-    def __init__(self, *, task: str, ctx: DomainContext, **params: Any):
+    def __init__(self, *, task: str, ctx: DomainContext, params: Any = None, **_legacy: Any):
         self.task = task
         self.ctx = ctx
+        self.params = params
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -123,16 +131,11 @@ class Domain(ABC):
         raise NotImplementedError(f"domain {self.name!r} cannot run an agent")
 
 
-_REGISTRY: dict[str, type[Domain]] = {}
-_MODULES = {"os": "os_interaction"}  # registered names whose module is named otherwise
-
-
 def register_domain(name: str, *aliases: str) -> Callable[[type[Domain]], type[Domain]]:
+    """Decorator: make a Domain subclass available under ``name`` (``harness.registry.DOMAINS``)."""
+
     def deco(cls: type[Domain]) -> type[Domain]:
-        for n in (name, *aliases):
-            if n in _REGISTRY and _REGISTRY[n] is not cls:
-                raise ValueError(f"domain {n!r} is registered twice")
-            _REGISTRY[n] = cls
+        DOMAINS.register(name, *aliases)(cls)
         cls.name = name
         return cls
 
@@ -140,27 +143,49 @@ def register_domain(name: str, *aliases: str) -> Callable[[type[Domain]], type[D
 
 
 def get_domain(ref: str) -> type[Domain]:
-    """``name`` (registered, or a module ``domains.<name>``) or ``module.path:ClassName``."""
-    if ":" in ref:
-        from harness.refs import load_ref
+    """A registered name (or alias) or ``package.module:Class`` for an out-of-tree domain."""
+    cls = DOMAINS.get(ref)
+    if getattr(cls, "name", "domain") == "domain":
+        cls.name = DOMAINS.canonical(ref) if ":" not in ref else ref.rsplit(":", 1)[1]
+    return cls
 
-        cls = load_ref(ref, "tasks.*.domain")
-        if not (isinstance(cls, type) and issubclass(cls, Domain)):
-            raise ConfigError(f"tasks.*.domain: {ref!r} is not a Domain subclass")
-        return cls
-    if ref not in _REGISTRY:
+
+def parse_params(cls: type[Domain], params: Mapping[str, Any] | None, key: str) -> Any:
+    """A domain's task params, checked before any run directory is written.
+
+    A domain with a ``Params`` dataclass gets an instance of it (types checked by omegaconf: a wrong type or
+    an unknown key is a one-line ConfigError naming ``key``); a domain without one gets the dict, checked
+    against its constructor's keyword arguments."""
+    raw = dict(params or {})
+    if cls.Params is not None:
+        if not dataclasses.is_dataclass(cls.Params):
+            raise TypeError(f"{cls.__name__}.Params must be a dataclass")
         try:
-            importlib.import_module(f"domains.{_MODULES.get(ref, ref)}")
-        except ModuleNotFoundError:
-            pass
-    if ref not in _REGISTRY:
-        raise ConfigError(f"tasks.*.domain: unknown domain {ref!r} (registered: {sorted(_REGISTRY)})")
-    return _REGISTRY[ref]
-
-
-def build_domain(ref: str, *, task: str, ctx: DomainContext, params: Mapping[str, Any]) -> Domain:
-    cls = get_domain(ref)
+            merged = OmegaConf.merge(OmegaConf.structured(cls.Params), raw)
+            obj = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as exc:
+            sub = getattr(exc, "full_key", None)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{key}{'.' + sub if sub else ''}: {msg}") from None
+        check = getattr(obj, "validate", None)
+        if check is not None:
+            try:
+                check()
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        return obj
     try:
-        return cls(task=task, ctx=ctx, **dict(params))
+        inspect.signature(cls).bind(task="t", ctx=None, **raw)
     except TypeError as exc:
-        raise ConfigError(f"tasks.{task}.params: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
+    return raw
+
+
+def build_domain(ref: str, *, task: str, ctx: DomainContext, params: Mapping[str, Any] | Any) -> Domain:
+    """Instantiate a task's domain; ``params`` may be raw (a dict) or already parsed."""
+    cls = get_domain(ref)
+    parsed = params if cls.Params is not None and isinstance(params, cls.Params) else \
+        parse_params(cls, params, f"tasks.{task}.params")
+    if cls.Params is not None:
+        return cls(task=task, ctx=ctx, params=parsed)
+    return cls(task=task, ctx=ctx, **parsed)

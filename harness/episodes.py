@@ -7,13 +7,22 @@ for models, or a scripted agent (gold replay, wrong answers) that proves the pro
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from harness.domain import SampleResult, SampleStatus
+from harness.errors import HarnessError
+from harness.seeding import derive_seed
+
+# the reply an engine gives for a prompt longer than its context: the episode ends with CONTEXT_LIMIT (never
+# a silently truncated prompt)
+CONTEXT_LIMIT = "\x00cycleqd:context-limit\x00"
 
 
 @dataclass
@@ -66,8 +75,6 @@ class Episode(ABC):
 def run_episodes(episodes: Iterable[Episode], agent: Agent, *, batch_size: int = 64, progress: bool = False,
                  desc: str = "episodes") -> None:
     """Drive episodes to completion, at most ``batch_size`` live at once (each may hold an env)."""
-    from harness.engines import CONTEXT_LIMIT
-
     pending = list(episodes)
     live: list[Episode] = []
     bar = tqdm(total=len(pending), desc=desc, disable=not progress, leave=False)
@@ -106,11 +113,6 @@ class ScriptedAgent(Agent):
 
 def load_jsonl(path) -> list[dict[str, Any]]:
     """JSON lines with a one-line error naming the file and line."""
-    import json
-    from pathlib import Path
-
-    from harness.errors import HarnessError
-
     p = Path(path)
     if not p.is_file():
         raise HarnessError(f"data file {p} does not exist")
@@ -129,8 +131,6 @@ def load_jsonl(path) -> list[dict[str, Any]]:
 def load_samples(path, limit: int | None, required: Sequence[str] = (), check=None) -> list[dict[str, Any]]:
     """A dataset file in the shared format, validated line by line (one-line errors naming file:line),
     cut to its first ``limit`` samples. ``check(row)`` returns an error text for a bad row, or None."""
-    from harness.errors import HarnessError
-
     rows = load_jsonl(path)
     for i, r in enumerate(rows):
         missing = [k for k in required if k not in r]
@@ -147,10 +147,6 @@ def split_of(n: int, seed: int, name: str, split: str) -> list[int]:
 
 def split_indices(n: int, seed: int, name: str) -> dict[str, list[int]]:
     """The seeded even split into an optimisation half and a test half (sorted indices)."""
-    import numpy as np
-
-    from harness.seeding import derive_seed
-
     perm = np.random.default_rng(derive_seed(seed, "split", name)).permutation(n)
     half = n // 2
     return {"opt": sorted(int(i) for i in perm[:half]), "test": sorted(int(i) for i in perm[half:])}

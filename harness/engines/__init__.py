@@ -8,41 +8,20 @@ process and reused.
 
 from __future__ import annotations
 
+import json
 from typing import Mapping, Sequence
 
+from harness.engines.base import ChatEngine
 from harness.errors import ConfigError
 from harness.episodes import Agent, ChatRequest
+from harness.registry import ENGINES
 
-_ENGINES: dict[str, object] = {}
-# the reply an engine gives for a prompt longer than its context: episodes end with CONTEXT_LIMIT (never a
-# silently truncated prompt)
-CONTEXT_LIMIT = "\x00cycleqd:context-limit\x00"
-
-
-class ChatEngine:
-    """``seconds`` accumulates wall time per phase ("load", "generate") for profiling reports."""
-
-    seconds: dict
-
-    def load_state_dict(self, state_dict: Mapping) -> None:
-        raise NotImplementedError
-
-    def generate(self, conversations: Sequence[list[dict]], *, prefill: str = "", stop: Sequence[str] | None = None,
-                 max_new_tokens: int = 512) -> list[str]:
-        raise NotImplementedError
+_ENGINES: dict[str, ChatEngine] = {}
 
 
 def build_engine(cfg: Mapping) -> ChatEngine:
-    kind = cfg.get("kind", "hf")
-    if kind == "hf":
-        from harness.engines.hf import HFEngine
-
-        return HFEngine(**{k: v for k, v in cfg.items() if k != "kind"})
-    if kind == "vllm":
-        from harness.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(**{k: v for k, v in cfg.items() if k != "kind"})
-    raise ConfigError(f"engine.kind: unknown engine {kind!r} (hf | vllm)")
+    """The registered engine ``cfg["kind"]`` (default hf) built with the other keys."""
+    return ENGINES.get(cfg.get("kind", "hf"))(**{k: v for k, v in cfg.items() if k != "kind"})
 
 
 def engine_seconds() -> dict[str, float]:
@@ -56,8 +35,6 @@ def engine_seconds() -> dict[str, float]:
 
 def get_engine(cfg: Mapping) -> ChatEngine:
     """One engine per distinct config per process (building one loads a model)."""
-    import json
-
     key = json.dumps(dict(cfg), sort_keys=True, default=str)
     if key not in _ENGINES:
         _ENGINES[key] = build_engine(cfg)

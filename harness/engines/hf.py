@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from harness.engines import ChatEngine
+from harness.engines.base import ChatEngine
+from harness.episodes import CONTEXT_LIMIT
 from harness.errors import CheckpointError
 
 
@@ -80,8 +81,6 @@ class HFEngine(ChatEngine):
     @torch.no_grad()
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
                  max_new_tokens: int = 512) -> list[str]:
-        from harness.engines import CONTEXT_LIMIT
-
         t0 = time.perf_counter()
         prompts = self.prompts(conversations, prefill)
         out: list[str] = [""] * len(prompts)

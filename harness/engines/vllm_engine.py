@@ -26,7 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from harness.engines import CONTEXT_LIMIT, ChatEngine
+from harness.engines.base import ChatEngine
+from harness.episodes import CONTEXT_LIMIT
 from harness.engines.hf import cut_at_stop, render_prompts, resolve_chat_template
 from harness.errors import CheckpointError, ConfigError
 

@@ -128,7 +128,8 @@ def test_progress_points_on_test_split_and_final_rows_only(tmp_path):
 
 def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
     from harness.runner.worker import resolve_world
-    from harness.worlds import _BUILDERS, register_builder
+    from harness.registry import WORLD_BUILDERS
+    from harness.worlds import register_builder
 
     cfg = load_config(VECTOR_WORLD)
     base, experts, data_root = resolve_world(cfg, tmp_path)
@@ -136,7 +137,7 @@ def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
 
     @register_builder("with_data")
     def _b(out_dir, **_):
-        d = _BUILDERS["vector_world"](out_dir, world_seed=0, n_tasks=3, dim=32)
+        d = WORLD_BUILDERS.get("vector_world")(out_dir, world_seed=0, n_tasks=3, dim=32)
         return {**d, "data_root": tmp_path / "data"}
 
     try:
@@ -145,7 +146,7 @@ def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
         base, experts, data_root = resolve_world(cfg, tmp_path)
         assert data_root == tmp_path / "data" and "data_root" not in experts and len(experts) == 3
     finally:
-        _BUILDERS.pop("with_data")
+        WORLD_BUILDERS.unregister("with_data")
 
 
 class BrokenSandboxDomain(VectorWorldDomain):
