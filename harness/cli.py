@@ -1,127 +1,123 @@
-"""``cycleqd`` command line: run, resume, report, merge."""
+"""``cycleqd`` command line: run, resume, report, merge, replay, leaderboard, doctor.
+
+It imports the core only: domains, envs and leaderboards are reached through the registries
+(``harness/registry.py``), so what the help and ``doctor`` list is what a config can name.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.config import DEFAULT_DATA_ROOT
+from harness.domain import DomainContext, build_domain
+from harness.errors import ConfigError, HarnessError
+from harness.leaderboard import Leaderboard
+from harness.merging.streaming import merge_checkpoints
+from harness.registry import ALL as ALL_REGISTRIES
+from harness.registry import LEADERBOARDS, MERGE_METHODS, RUN_REPORTS, load_ref
+from harness.runner.runner import RESULTS, resume_run, run_from_config
 
 
 def _cmd_run(a) -> int:
-    from harness.runner.runner import run_from_config
-    from leaderboards.emit import main_table
-
     run_dir, _ = run_from_config(a.config, a.overrides, run_dir=a.run_dir, overwrite=a.overwrite)
-    print(main_table(run_dir))
+    print(RUN_REPORTS.get("main_table")(run_dir))
     print(f"run directory: {run_dir}")
     return 0
 
 
 def _cmd_resume(a) -> int:
-    from harness.runner.runner import resume_run
-    from leaderboards.emit import main_table
-
     resume_run(a.run_dir)
-    print(main_table(a.run_dir))
+    print(RUN_REPORTS.get("main_table")(a.run_dir))
     return 0
 
 
 def _cmd_report(a) -> int:
-    from leaderboards.emit import emit_run, main_table
-
-    written = emit_run(a.run_dir, a.generation)
-    if (Path(a.run_dir) / "results.json").exists():
-        print(main_table(a.run_dir))
+    written = RUN_REPORTS.get("files")(a.run_dir, a.generation)
+    if (Path(a.run_dir) / RESULTS).exists():
+        print(RUN_REPORTS.get("main_table")(a.run_dir))
     for k, p in written.items():
         print(f"{k}: {p}")
     return 0
 
 
 def _cmd_merge(a) -> int:
-    from harness.merging.generalized import get_merge_method
-    from harness.merging.streaming import merge_checkpoints
-
     params = {}
     for kv in a.param:
         k, _, v = kv.partition("=")
         params[k] = tuple(float(x) for x in v.split(",")) if k == "weights" else (int(v) if k == "seed" else float(v))
-    spec = get_merge_method(a.method).spec(**params)
-    out = merge_checkpoints(a.base, a.models, spec, a.out)
-    print(out)
+    spec = MERGE_METHODS.get(a.method).spec(**params)
+    print(merge_checkpoints(a.base, a.models, spec, a.out))
     return 0
 
 
-def _cmd_mini(a) -> int:
-    """Build the mini world if missing and write mini Table 1 and Table 2 (quick or full variant)."""
-    from domains.mini.experiment import run_experiment
+def _leaderboard_options(board: Leaderboard, extra: list[str]) -> dict[str, str]:
+    """``--key value`` / ``--key=value`` pairs a leaderboard declares (e.g. ``--engine vllm`` for mini)."""
+    opts = {k: default for k, (_, default, _) in board.options.items()}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        key, eq, val = tok[2:].partition("=") if tok.startswith("--") else ("", "", "")
+        key = key.replace("-", "_")
+        if key not in board.options:
+            raise ConfigError(f"leaderboard {board.name}: unknown option {tok!r} (options: "
+                              f"{['--' + k for k in board.options] or 'none'})")
+        if not eq:
+            i += 1
+            if i >= len(extra):
+                raise ConfigError(f"leaderboard {board.name}: option --{key} needs a value")
+            val = extra[i]
+        choices = board.options[key][0]
+        if choices and val not in choices:
+            raise ConfigError(f"leaderboard {board.name}: --{key} {val!r} is not one of {list(choices)}")
+        opts[key] = val
+        i += 1
+    return opts
 
-    report = run_experiment("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None,
-                            progress=not a.quiet, engine=a.engine)
+
+def _cmd_leaderboard(a) -> int:
+    """Run a registered leaderboard (``cycleqd leaderboard NAME``; ``cycleqd mini`` and ``cycleqd sam`` are
+    its short names) and optionally compare it with a committed reference."""
+    board: Leaderboard = LEADERBOARDS.get(a.name)
+    opts = _leaderboard_options(board, a.extra)
+    report = board.run("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None, not a.quiet, **opts)
     out_dir = Path(report["out_dir"])
-    print((out_dir / "tables.md").read_text())
+    print((out_dir / board.summary_file).read_text())
     print(f"report: {out_dir / 'index.html'}")
     if a.check:
-        from domains.mini.regression import DEFAULT_TOLERANCES, compare
-
-        return _report_check(a.check, compare, report, **DEFAULT_TOLERANCES)
-    return 0
-
-
-def _cmd_sam(a) -> int:
-    """The SAM mini world: Table 4 (pairwise CycleQD) with expert similarity."""
-    from domains.sam.table4 import run_table4
-
-    report = run_table4("full" if a.full else "quick", a.seed, Path(a.out) if a.out else None, progress=not a.quiet)
-    out_dir = Path(report["out_dir"])
-    print((out_dir / "table4.md").read_text())
-    print(f"report: {out_dir / 'index.html'}")
-    if a.check:
-        from domains.mini.regression import compare_table4
-
-        return _report_check(a.check, compare_table4, report)
-    return 0
-
-
-def _report_check(reference: str, compare, report: dict, **tolerances) -> int:
-    """Compare a report with a committed reference (a report.json or its directory); 1 on differences."""
-    import json as _json
-
-    ref_path = Path(reference) / "report.json" if Path(reference).is_dir() else Path(reference)
-    if not ref_path.is_file():
-        raise HarnessError(f"--check: no reference report at {ref_path}")
-    problems = compare(report, _json.loads(ref_path.read_text()), **tolerances)
-    if problems:
-        print(f"regression check against {ref_path}: {len(problems)} difference(s) beyond tolerance", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
-    print(f"regression check against {ref_path}: within tolerance")
+        ref_path = Path(a.check) / "report.json" if Path(a.check).is_dir() else Path(a.check)
+        if not ref_path.is_file():
+            raise HarnessError(f"--check: no reference report at {ref_path}")
+        problems = board.compare(report, json.loads(ref_path.read_text()))
+        if problems:
+            print(f"regression check against {ref_path}: {len(problems)} difference(s) beyond tolerance",
+                  file=sys.stderr)
+            for p in problems:
+                print(f"  - {p}", file=sys.stderr)
+            return 1
+        print(f"regression check against {ref_path}: within tolerance")
     return 0
 
 
 def _cmd_replay(a) -> int:
     """Run a dataset through the real protocol, envs and judge with a scripted agent."""
-    import json as _json
-    from collections import Counter
-
-    from harness.config import DEFAULT_DATA_ROOT
-    from harness.domain import DomainContext, build_domain
-
     params = {"data": str(Path(a.data).resolve())} if a.data else {}
     if a.backend:
         params["backend"] = a.backend
     for kv in a.param:
         k, _, v = kv.partition("=")
-        params[k] = _json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("-",) else v
-    data_root = Path(a.data_root or __import__("os").environ.get("CYCLEQD_DATA", DEFAULT_DATA_ROOT))
+        params[k] = json.loads(v) if v[:1] in "[{0123456789-tfn" and v not in ("-",) else v
+    data_root = Path(a.data_root or os.environ.get("CYCLEQD_DATA", DEFAULT_DATA_ROOT))
     dom = build_domain(a.domain, task=a.domain, ctx=DomainContext(None, a.seed, data_root), params=params)
     try:
         dom.setup()
         res = dom.run(dom.scripted_agent(a.agent), None, progress=sys.stderr.isatty())
         counts = Counter(s.status.value for s in res.samples)
-        harness = sum(s.status.is_harness_failure for s in res.samples)
+        harness = res.harness_failures
         n = len(res.samples)
         print(f"{a.domain} replay, agent={a.agent}: quality {res.quality:.4f} over {n} samples")
         print(f"solved {counts.get('solved', 0)}/{n} ({counts.get('solved', 0) / max(n, 1):.1%}); "
@@ -134,7 +130,7 @@ def _cmd_replay(a) -> int:
         if a.show_failures:
             for s in res.samples:
                 if s.score < 1:
-                    print(f"  {s.sample_id}: {s.status.value}: " + _json.dumps(s.detail, ensure_ascii=False)[:300])
+                    print(f"  {s.sample_id}: {s.status.value}: " + json.dumps(s.detail, ensure_ascii=False)[:300])
         if a.agent == "gold" and hasattr(dom, "reference_query_rate"):
             hit, total = dom.reference_query_rate()
             print(f"information: questions whose sql.query reproduces the label: {hit}/{total}")
@@ -144,9 +140,11 @@ def _cmd_replay(a) -> int:
 
 
 def _cmd_doctor(a) -> int:
-    from envs.doctor import report
-
-    ok = report()
+    print("registered:")
+    for kind, reg in ALL_REGISTRIES.items():
+        aliases = ", ".join(f"{x}={n}" for x, n in sorted(reg.aliases().items()))
+        print(f"  {kind}: {', '.join(reg.names())}" + (f" (aliases: {aliases})" if aliases else ""))
+    ok = load_ref("envs.doctor:report", "doctor")()  # envs is reached by name only (layering)
     return 0 if ok or not a.strict else 1
 
 
@@ -183,19 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")
     rp.add_argument("--show-failures", action="store_true")
     rp.set_defaults(fn=_cmd_replay)
-    for name, fn, text in (("mini", _cmd_mini, "the mini world: build the tiny models and write mini Table 1 and Table 2"),
-                           ("sam", _cmd_sam, "the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4")):
-        ex = sub.add_parser(name, help=text)
-        ex.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
-        ex.add_argument("--seed", type=int, default=0)
-        ex.add_argument("--out", default=None, help=f"output directory (default: runs/{name}-<variant>-seed<seed>)")
-        ex.add_argument("--quiet", action="store_true")
-        ex.add_argument("--check", default=None, metavar="REFERENCE",
-                        help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
-        if name == "mini":
-            ex.add_argument("--engine", default="hf", choices=["hf", "vllm"],
-                            help="generation engine for every LLM task (vllm: run from a venv that has vLLM)")
-        ex.set_defaults(fn=fn)
+    def leaderboard_args(parser, name=None):
+        if name is None:
+            parser.add_argument("name", help=f"registered: {', '.join(LEADERBOARDS.names())}")
+        parser.add_argument("--full", action="store_true", help="the full reference run (default: the quick variant)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--out", default=None, help="output directory (default: runs/<name>-<variant>-seed<seed>)")
+        parser.add_argument("--quiet", action="store_true")
+        parser.add_argument("--check", default=None, metavar="REFERENCE",
+                            help="compare with a reference (a report.json or its directory); exit 1 beyond tolerance")
+        parser.set_defaults(fn=_cmd_leaderboard, extra=[], **({"name": name} if name else {}))
+
+    lb = sub.add_parser("leaderboard", help="run a registered leaderboard (its own options, e.g. mini's --engine, "
+                                            "follow as --key value)")
+    leaderboard_args(lb)
+    for name in LEADERBOARDS.names():  # short names: `cycleqd mini` = `cycleqd leaderboard mini`
+        leaderboard_args(sub.add_parser(name, help=f"= cycleqd leaderboard {name}"), name)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
     dr.set_defaults(fn=_cmd_doctor)
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options too (`run CONFIG --run-dir D qd.bins=10`)
+    if args.fn is _cmd_leaderboard:
+        args.extra = extra
+        extra = []
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
     if args.cmd != "run" and overrides or len(overrides) != len(extra):
         parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in overrides or args.cmd != 'run')}")

@@ -194,17 +194,17 @@ ENGINES = Registry("engine", config_key="engine.kind", base="harness.engines.bas
 ENGINES.lazy("hf", "harness.engines.hf:HFEngine")
 ENGINES.lazy("vllm", "harness.engines.vllm_engine:VLLMEngine")
 
-MUTATIONS = Registry("mutation", config_key="qd.mutation", base="harness.merging.ops:Mutation")
+MUTATIONS = Registry("mutation", config_key="qd.mutation", base="harness.merging.mutations:Mutation")
 for _name, _cls in (("none", "NoMutation"), ("svd", "SVDScaleMutation"), ("svd_additive", "SVDAdditiveMutation"),
                     ("svd_official", "SVDOfficialMutation"), ("gaussian", "GaussianMutation")):
-    MUTATIONS.lazy(_name, f"harness.merging.ops:{_cls}")
+    MUTATIONS.lazy(_name, f"harness.merging.mutations:{_cls}")
 
 SAMPLERS = Registry("parent sampler", config_key="qd.sampler", check=callable)
 SAMPLERS.lazy("elite", "harness.qd.sampling:elite_weights_paper")
 SAMPLERS.lazy("elite_official", "harness.qd.sampling:elite_weights_official")
 SAMPLERS.lazy("random", "harness.qd.sampling:uniform_weights")
 
-MERGE_METHODS = Registry("merge method", config_key="merge method", base="harness.merging.ops:MergeMethod")
+MERGE_METHODS = Registry("merge method", config_key="merge method", base="harness.merging.methods:MergeMethod")
 for _name in ("mean", "task_arithmetic", "ties", "dare_linear", "dare_ties"):
     MERGE_METHODS.lazy(_name, f"harness.merging.methods:{_name.upper()}")
 
@@ -228,11 +228,21 @@ WORLD_BUILDERS.lazy("mini", "domains.mini.world:build_mini_llm")
 WORLD_BUILDERS.lazy("sam", "domains.sam.world:build_sam_world")
 
 METHODS = Registry("method", config_key="method", check=callable)
-LEADERBOARDS = Registry("leaderboard", config_key="leaderboard", check=callable)
+for _name in ("model", "world_model", "merge", "cmaes", "nsga2", "policy_gradient", "cycleqd"):
+    METHODS.lazy(_name, f"leaderboards.methods:{_name}")
+
+LEADERBOARDS = Registry("leaderboard", config_key="leaderboard", base="harness.leaderboard:Leaderboard")
+LEADERBOARDS.lazy("mini", "leaderboards.mini_tables:LEADERBOARD")
+LEADERBOARDS.lazy("sam", "leaderboards.sam_table4:LEADERBOARD")
+
+# what `cycleqd run / resume / report` write from a run directory (tables, elite maps, plots)
+RUN_REPORTS = Registry("run report", config_key="report", check=callable)
+RUN_REPORTS.lazy("files", "leaderboards.emit:emit_run")
+RUN_REPORTS.lazy("main_table", "leaderboards.emit:main_table")
 
 ALL: dict[str, Registry] = {
     "domains": DOMAINS, "engines": ENGINES, "mutations": MUTATIONS, "samplers": SAMPLERS,
     "merge methods": MERGE_METHODS, "code sandboxes": CODE_SANDBOXES, "episode shells": EPISODE_SHELLS,
     "SQL backends": SQL_BACKENDS, "world builders": WORLD_BUILDERS, "methods": METHODS,
-    "leaderboards": LEADERBOARDS,
+    "leaderboards": LEADERBOARDS, "run reports": RUN_REPORTS,
 }

@@ -19,6 +19,9 @@ import random
 import re
 from typing import Callable
 
+from envs.sql.base import TableSpec
+from envs.sql.sqlite import SQLiteBackend
+
 NAMES = ("alpha", "bravo", "delta", "echo", "gamma", "kilo", "lima", "nova", "omega", "pixel", "quartz", "rho",
          "sigma", "tango", "ultra", "vega", "zulu", "comet", "ember", "frost", "maple", "orbit", "raven", "cedar")
 WORDS = ("apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "robot", "candle", "forest", "ocean",
@@ -44,10 +47,6 @@ OS_ONESHOT = [
 
 
 # -- mini-code ----------------------------------------------------------------------------------------------
-def _ints(rng, n, lo=-9, hi=20):
-    return [rng.randint(lo, hi) for _ in range(n)]
-
-
 def _lst(rng):
     return [rng.randint(0, 9) for _ in range(rng.randint(3, 6))]
 
@@ -211,9 +210,6 @@ def db_sample(rng: random.Random, idx: int) -> dict:
 
 def _md5_after(sample: dict, sql: str) -> str:
     """The judge's md5 of the table after the gold statement, computed by the same SQL backend."""
-    from envs.sql.base import TableSpec
-    from envs.sql.sqlite import SQLiteBackend
-
     spec = TableSpec.from_sample(sample["table"])
     db = SQLiteBackend().create(spec, tag="mini")
     try:

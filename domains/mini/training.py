@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
+
+from harness.schedules import warmup_cosine
 
 ROLES = ("system", "user", "assistant")
 SPECIAL = ["<|pad|>", "<|end|>"] + [f"<|{r}|>" for r in ROLES]
@@ -39,6 +41,7 @@ def render(messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path):
+    # optional: tokenizers and transformers come with the 'llm' extra
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -69,7 +72,7 @@ def encode(tok, conversations: Sequence[Sequence[dict]], max_len: int) -> list[t
 
 
 def new_model(tok, *, hidden: int, layers: int, heads: int, intermediate: int, max_len: int, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM  # optional: the 'llm' extra
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
@@ -82,19 +85,10 @@ def new_model(tok, *, hidden: int, layers: int, heads: int, intermediate: int, m
     return model
 
 
-def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-
-
 def train(model, data: Sequence[tuple[list[int], list[int]]], *, steps: int, batch_size: int, lr: float,
           warmup: int, seed: int, weight_decay: float = 0.0, pad_id: int = 0, progress: str | None = None) -> list[float]:
     """Train in place; returns the loss per step. Batches are drawn by a seeded shuffle of
     length-sorted chunks, so the same seed gives the same model."""
-    from tqdm import tqdm
-
     rng = random.Random(seed)
     torch.manual_seed(seed)
     order = sorted(range(len(data)), key=lambda i: len(data[i][0]))
@@ -118,7 +112,7 @@ def train(model, data: Sequence[tuple[list[int], list[int]]], *, steps: int, bat
             attn[r, : len(x)] = 1
             labels[r, : len(x)] = torch.tensor([t if k else -100 for t, k in zip(x, m)])
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup)
+            g["lr"] = warmup_cosine(step, steps, lr, warmup)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

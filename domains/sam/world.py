@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
+from harness.schedules import warmup_cosine
 from harness.worlds import publish_stage as _stage, register_builder
 
 TASKS = ("camouflage", "polyp", "skin", "leaf")
@@ -61,7 +62,6 @@ def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: i
     """Box-prompted training on images drawn by a seeded sampler; boxes jittered by up to 2 pixels."""
     from tqdm import tqdm
 
-    from domains.mini.training import lr_at
     from domains.sam.coco import to_original
     from domains.sam.modeling import predict_masks
 
@@ -79,7 +79,7 @@ def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: i
             b = it["boxes"] + torch.tensor([rng.uniform(-2, 2) for _ in range(4 * len(it["boxes"]))]).view(-1, 4)
             boxes.append(b.clamp(0, model.image_encoder.img_size))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup)
+            g["lr"] = warmup_cosine(step, steps, lr, warmup)
         logits = predict_masks(model, [it["image"] for it in items], boxes=boxes)
         loss = sum(seg_loss(to_original(lg, it), it["masks"]) for lg, it in zip(logits, items)) / len(items)
         opt.zero_grad(set_to_none=True)

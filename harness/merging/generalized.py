@@ -1,34 +1,36 @@
-"""One generalized task-vector merge: sparsify x weight x consensus x scale.
+"""The one tensor-level merge: sparsify x weight x consensus x scale, for every entry point.
+
+Everything that combines task vectors goes through ``merge_tensor``: CycleQD's crossover (weights
+normalised to 1) and final aggregation (softmax weights), the store's rebuilds, ``cycleqd merge`` (streamed
+from disk), the leaderboards' baselines and the learned-coefficient searchers. One function and one
+seeding rule (a DARE mask for tensor ``name`` comes from ``tensor_generator(spec.seed, "merge", name)``)
+mean the same named merge gives the same bits whichever way it is reached (tests/harness/merging/
+test_one_merge_path.py checks it).
 
 For tensors ``tau_i`` (task vectors of one parameter, one per model) and weights ``w_i``:
 
 1. sparsify each ``tau_i`` (none, magnitude trim to ``density``, or DARE drop ``p`` with rescale);
-2. consensus: ``none`` sums ``w_i tau_i`` (divided by ``sum w_i`` when ``normalize``); ``ties`` elects a
-   sign per entry, ``sign(sum_i w_i tau_i)``, and takes the *disjoint mean* over the models that agree
-   with it: ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]`` (0 where none agree);
-3. the merged task vector is multiplied by ``scale`` and added to the base.
+2. consensus: ``none`` sums ``c_i tau_i`` with ``c_i = scale * w_i / (sum_j w_j if normalize else 1)``,
+   accumulated in model order; ``ties`` elects a sign per entry, ``sign(sum_i w_i tau_i)``, takes the
+   *disjoint mean* over the models that agree with it, ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]``
+   (0 where none agree), and multiplies by ``scale``;
+3. the merged task vector is added to the base by the caller (``base.float() + merged``).
 
-The named methods of the registry are settings of this one function:
-
-=================  ===========  =========  =========  =====
-method             sparsify     consensus  normalize  scale
-=================  ===========  =========  =========  =====
-mean               none         none       yes        1
-task_arithmetic    none         none       no         lam
-ties               magnitude    ties       (n/a)      lam
-dare_linear        dare         none       no         lam
-dare_ties          dare         ties       (n/a)      lam
-=================  ===========  =========  =========  =====
+The named methods (``harness/merging/methods.py``) are settings of this one function.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
 from harness.merging.sparsify import dare_drop, magnitude_trim
+from harness.seeding import tensor_generator
+
+SPARSIFY = ("none", "magnitude", "dare")
+CONSENSUS = ("none", "ties")
 
 
 @dataclass(frozen=True)
@@ -45,92 +47,89 @@ class MergeSpec:
     seed: int = 0
 
     def __post_init__(self):
-        if self.sparsify not in ("none", "magnitude", "dare"):
-            raise ValueError(f"merge: unknown sparsify {self.sparsify!r} (none | magnitude | dare)")
-        if self.consensus not in ("none", "ties"):
-            raise ValueError(f"merge: unknown consensus {self.consensus!r} (none | ties)")
+        if self.sparsify not in SPARSIFY:
+            raise ValueError(f"merge: unknown sparsify {self.sparsify!r} ({' | '.join(SPARSIFY)})")
+        if self.consensus not in CONSENSUS:
+            raise ValueError(f"merge: unknown consensus {self.consensus!r} ({' | '.join(CONSENSUS)})")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+
+    @property
+    def is_linear(self) -> bool:
+        """No sparsifier and no consensus: a weighted sum that can consume task vectors one at a time."""
+        return self.sparsify == "none" and self.consensus == "none"
+
+    def coefficients(self, n: int) -> list[float]:
+        """The linear path's ``c_i``."""
+        weights = self.weights if self.weights is not None else (1.0,) * n
+        if len(weights) != n:
+            raise ValueError(f"merge: {len(weights)} weights for {n} task vectors")
+        total = float(sum(weights)) if self.normalize else 1.0
+        if total == 0:
+            raise ValueError("merge: normalized weights sum to zero")
+        return [self.scale * float(w) / total for w in weights]
 
 
-def merge_tensor(
-    taus: Sequence[torch.Tensor],
-    spec: MergeSpec,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Merge one parameter's task vectors (all the same shape) into one task vector (float32)."""
-    n = len(taus)
-    weights = spec.weights if spec.weights is not None else (1.0,) * n
-    if len(weights) != n:
-        raise ValueError(f"merge: {len(weights)} weights for {n} task vectors")
-    sparse = []
-    for tau in taus:
-        t = tau.float()
-        if spec.sparsify == "magnitude":
-            t = magnitude_trim(t, spec.density)
-        elif spec.sparsify == "dare":
-            if generator is None:
-                raise ValueError("merge: DARE needs a seeded generator")
-            t = dare_drop(t, spec.drop_p, generator)
-        sparse.append(t)
+def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
+    """Merge one parameter's task vectors (all the same shape) into one task vector (float32).
+
+    ``taus`` may be a generator: the linear path consumes one task vector at a time (streaming merges then
+    hold one model's tensor at once); sparsified and consensus merges need them all."""
+    if spec.is_linear:
+        if spec.weights is None:
+            taus = list(taus)  # the count fixes the weights
+        coefs = spec.coefficients(len(spec.weights) if spec.weights is not None else len(taus))  # type: ignore[arg-type]
+        it = iter(taus)
+        merged: torch.Tensor | None = None
+        for i, c in enumerate(coefs):
+            tau = next(it, None)
+            if tau is None:
+                raise ValueError(f"merge: {len(coefs)} weights for {i} task vectors")
+            t = tau.float()
+            if merged is None:
+                merged = torch.zeros_like(t)
+            merged.add_(t, alpha=c)
+        if next(it, None) is not None:
+            raise ValueError(f"merge: {len(coefs)} weights for more task vectors")
+        if merged is None:
+            raise ValueError("merge: no task vectors")
+        return merged
+    dense = list(taus)
+    coefs_check = spec.weights if spec.weights is not None else (1.0,) * len(dense)
+    if len(coefs_check) != len(dense):
+        raise ValueError(f"merge: {len(coefs_check)} weights for {len(dense)} task vectors")
+    sparse = _sparsify_all(dense, spec, name)
     if spec.consensus == "ties":
-        weighted = torch.stack([w * t for w, t in zip(weights, sparse)])
-        elected = torch.sign(weighted.sum(0))
-        agree = (torch.sign(torch.stack(sparse)) == elected) & (elected != 0)
-        wcol = torch.tensor(weights, dtype=torch.float32).view(-1, *([1] * sparse[0].dim()))
-        num = (weighted * agree).sum(0)
-        den = (wcol * agree).sum(0)
-        safe_den = torch.where(den == 0, torch.ones_like(den), den)
-        merged = torch.where(den != 0, num / safe_den, torch.zeros_like(num))
-    else:
-        merged = torch.zeros_like(sparse[0])
-        for w, t in zip(weights, sparse):
-            merged.add_(t, alpha=float(w))
-        if spec.normalize:
-            total = float(sum(weights))
-            if total == 0:
-                raise ValueError("merge: normalized weights sum to zero")
-            merged.div_(total)
-    if spec.scale != 1.0:
-        merged.mul_(spec.scale)
+        merged = _ties(sparse, coefs_check)
+        if spec.scale != 1.0:
+            merged.mul_(spec.scale)
+        return merged
+    merged = torch.zeros_like(sparse[0])
+    for c, t in zip(spec.coefficients(len(sparse)), sparse):
+        merged.add_(t, alpha=c)
     return merged
 
 
-@dataclass(frozen=True)
-class MergeMethod:
-    """A registry entry: a name, its fixed settings and the knobs a user may set."""
-
-    name: str
-    fixed: dict = field(default_factory=dict)
-    defaults: dict = field(default_factory=dict)
-
-    def spec(self, **params) -> MergeSpec:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise ValueError(
-                f"merge method {self.name!r}: unknown parameter {sorted(unknown)[0]!r} "
-                f"(accepts {sorted(self.defaults)})"
-            )
-        return MergeSpec(**{**self.fixed, **self.defaults, **params})
+def _sparsify_all(taus: list[torch.Tensor], spec: MergeSpec, name: str) -> list[torch.Tensor]:
+    if spec.sparsify == "dare":
+        gen = tensor_generator(spec.seed, "merge", name)
+        return [dare_drop(t.float(), spec.drop_p, gen) for t in taus]
+    if spec.sparsify == "magnitude":
+        return [magnitude_trim(t.float(), spec.density) for t in taus]
+    return [t.float() for t in taus]
 
 
-MERGE_METHODS: dict[str, MergeMethod] = {
-    "mean": MergeMethod("mean", {"normalize": True}, {"weights": None}),
-    "task_arithmetic": MergeMethod("task_arithmetic", {}, {"scale": 1.0, "weights": None}),
-    "ties": MergeMethod(
-        "ties", {"sparsify": "magnitude", "consensus": "ties"}, {"density": 0.2, "scale": 1.0, "weights": None}
-    ),
-    "dare_linear": MergeMethod(
-        "dare_linear", {"sparsify": "dare"}, {"drop_p": 0.9, "scale": 1.0, "weights": None, "seed": 0}
-    ),
-    "dare_ties": MergeMethod(
-        "dare_ties",
-        {"sparsify": "dare", "consensus": "ties"},
-        {"drop_p": 0.9, "scale": 1.0, "weights": None, "seed": 0},
-    ),
-}
+def _ties(sparse: list[torch.Tensor], weights) -> torch.Tensor:
+    weighted = torch.stack([float(w) * t for w, t in zip(weights, sparse)])
+    elected = torch.sign(weighted.sum(0))
+    agree = (torch.sign(torch.stack(sparse)) == elected) & (elected != 0)
+    wcol = torch.tensor([float(w) for w in weights], dtype=torch.float32).view(-1, *([1] * sparse[0].dim()))
+    num = (weighted * agree).sum(0)
+    den = (wcol * agree).sum(0)
+    safe_den = torch.where(den == 0, torch.ones_like(den), den)
+    return torch.where(den != 0, num / safe_den, torch.zeros_like(num))
 
 
-def get_merge_method(name: str) -> MergeMethod:
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown merge method {name!r} (known: {sorted(MERGE_METHODS)})") from None
+def merged_weights(base: torch.Tensor, taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
+    """``base + merge(taus)`` in the base's dtype: what every entry point writes or loads."""
+    return (base.float() + merge_tensor(taus, spec, name)).to(base.dtype)

@@ -15,7 +15,6 @@ import torch
 
 from harness.merging.generalized import MergeSpec, merge_tensor
 from harness.merging.safetensors_io import CheckpointReader, SafetensorsWriter, check_compatible
-from harness.seeding import tensor_generator
 
 # Files an HF model directory carries besides its weights; copied from the base so the output loads.
 _SIDE_FILES = (
@@ -70,29 +69,11 @@ def merge_checkpoints(
             m.close()
 
 
-def _linear_coefficients(spec: MergeSpec, n: int) -> list[float]:
-    weights = list(spec.weights) if spec.weights is not None else [1.0] * n
-    total = float(sum(weights)) if spec.normalize else 1.0
-    if total == 0:
-        raise ValueError("merge: normalized weights sum to zero")
-    return [spec.scale * w / total for w in weights]
-
-
 def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader], spec: MergeSpec,
                scratch: Sequence[torch.Tensor]) -> torch.Tensor:
-    """One parameter of the merged model (float32).
-
-    Linear merges (no sparsifier, no consensus) are rewritten as ``(1 - sum c_i) base + sum c_i theta_i``
-    so that no task vector is ever formed: two passes over memory fewer, same result up to rounding.
-    """
-    if spec.sparsify == "none" and spec.consensus == "none":
-        coefs = _linear_coefficients(spec, len(models))
-        out = base.float()  # base was freshly read for this call: safe to work in place
-        out.mul_(1.0 - sum(coefs))
-        for c, m, buf in zip(coefs, models, scratch):
-            out.add_(m.read(name, buf).float(), alpha=c)
-        return out
+    """One parameter of the merged model (float32): ``base + merge_tensor(task vectors)``, the same
+    function and seeding as every other entry point. Linear merges consume the task vectors one at a time
+    (each read into its scratch buffer), so only one model's tensor is live beside the running sum."""
     bf = base.float()
-    taus = [m.read(name).float().sub_(bf) for m in models]
-    gen = tensor_generator(spec.seed, "merge", name) if spec.sparsify == "dare" else None
-    return merge_tensor(taus, spec, gen).add_(bf)
+    taus = (m.read(name, buf).float().sub_(bf) for m, buf in zip(models, scratch))
+    return merge_tensor(taus, spec, name).add_(bf)

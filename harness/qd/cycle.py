@@ -17,9 +17,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.merging.generalized import MergeSpec
 from harness.qd.archive import GridArchive, bounds_from_expert_scores
 from harness.qd.operators import aggregation_weights, crossover_weights
-from harness.qd.sampling import SAMPLERS, sample_parents
+from harness.qd.sampling import sample_parents
+from harness.registry import MUTATIONS, SAMPLERS
+from harness.store.recipes import MergeRecipe, MutationRecipe, to_dict
 
 
 @dataclass
@@ -43,7 +46,9 @@ class QDSettings:
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"qd.sampler: unknown {self.sampler!r} (known: {sorted(SAMPLERS)})")
+            raise ConfigError(f"qd.sampler: unknown {self.sampler!r} (known: {SAMPLERS.names()})")
+        if self.mutation not in MUTATIONS:
+            raise ConfigError(f"qd.mutation: unknown {self.mutation!r} (known: {MUTATIONS.names()})")
         if self.mode not in ("cyclic", "independent"):
             raise ConfigError(f"qd.mode: unknown {self.mode!r} (cyclic | independent)")
         if self.flip_interval < 1:
@@ -78,7 +83,7 @@ class Job:
 class CycleQD:
     """Owns the archives, the RNG and the generation counter; nothing else."""
 
-    def __init__(self, settings: QDSettings, register_recipe: Callable[[dict], str]):
+    def __init__(self, settings: QDSettings, register_recipe: Callable[[MergeRecipe], str]):
         self.s = settings
         self._register = register_recipe
         self.rng = np.random.Generator(np.random.PCG64(settings.seed))
@@ -115,19 +120,15 @@ class CycleQD:
         parents = sample_parents(self.archives[task], self.s.tasks, self.rng, self.s.sampler)
         weights = crossover_weights(self.rng, self.s.crossover_mu, self.s.crossover_sigma, n=2)
         mutation_seed = int(self.rng.integers(0, 2**63 - 1))
-        recipe = {
-            "kind": "merge",
-            "parents": [p.model_id for p in parents],
-            "weights": weights,
-            "normalize": True,
-            "mutation": None if self.s.mutation == "none" else {
-                "kind": self.s.mutation, "w_max": self.s.mutation_w_max,
-                "sigma": self.s.mutation_sigma, "seed": mutation_seed,
-            },
-            "svd_expert": self._active_expert(task) if self.s.mutation == "svd_official" else None,
-        }
+        recipe = MergeRecipe(
+            parents=tuple(p.model_id for p in parents),
+            merge=MergeSpec(weights=tuple(weights), normalize=True),
+            mutation=None if self.s.mutation == "none" else MutationRecipe(
+                kind=self.s.mutation, seed=mutation_seed, w_max=self.s.mutation_w_max, sigma=self.s.mutation_sigma),
+            svd_expert=self._active_expert(task) if MUTATIONS.get(self.s.mutation).needs_expert_svd else None,
+        )
         mid = self._register(recipe)
-        return self._job("child", self.generation, mid, task, [p.model_id for p in parents], recipe)
+        return self._job("child", self.generation, mid, task, [p.model_id for p in parents], to_dict(recipe))
 
     def _active_expert(self, task: str) -> str:
         """The seed expert of the active task: the expert that scores best on it."""
@@ -188,12 +189,11 @@ class CycleQD:
                                            bins=self.s.bins)
 
     # -- results ------------------------------------------------------------------------------------
-    def aggregate_recipe(self) -> tuple[dict, dict]:
+    def aggregate_recipe(self) -> tuple[MergeRecipe, dict]:
         """theta_agg = base + sum_k beta_k tau_k over each archive's best elite, beta = softmax(quality)."""
         bests = [self.archives[t].best() for t in self.s.tasks]
         betas = aggregation_weights([b.quality for b in bests], self.s.aggregation_temperature)
-        recipe = {"kind": "merge", "parents": [b.model_id for b in bests], "weights": betas,
-                  "normalize": False, "mutation": None, "svd_expert": None}
+        recipe = MergeRecipe(parents=tuple(b.model_id for b in bests), merge=MergeSpec(weights=tuple(betas)))
         info = {t: {"model": b.model_id, "quality": b.quality, "beta": beta}
                 for t, b, beta in zip(self.s.tasks, bests, betas)}
         return recipe, info
@@ -220,6 +220,3 @@ class CycleQD:
         self.seed_scores = {k: dict(v) for k, v in st["seed_scores"].items()}
         self.archives = {t: GridArchive.from_dict(a) for t, a in st["archives"].items()}
         self.history = list(st["history"])
-
-    def summary(self) -> dict[str, dict]:
-        return {t: asdict(a.stats) for t, a in self.archives.items()}

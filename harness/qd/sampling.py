@@ -8,11 +8,12 @@ scores on every task, norm_i = min-max over the archive's elites (a constant col
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from harness.qd.archive import Elite, GridArchive
+from harness.registry import SAMPLERS
 
 
 def _product_weights(columns: np.ndarray, a_lo: float, a_hi: float) -> np.ndarray:
@@ -41,13 +42,6 @@ def uniform_weights(archive: GridArchive, elites: Sequence[Elite], tasks: Sequen
     return np.ones(len(elites))
 
 
-SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
-    "elite": elite_weights_paper,
-    "elite_official": elite_weights_official,
-    "random": uniform_weights,
-}
-
-
 def sample_parents(archive: GridArchive, tasks: Sequence[str], rng: np.random.Generator,
                    method: str = "elite", **kw) -> list[Elite]:
     """Two distinct elites (or the only elite twice when the archive holds one)."""
@@ -56,7 +50,7 @@ def sample_parents(archive: GridArchive, tasks: Sequence[str], rng: np.random.Ge
         raise ValueError(f"archive {archive.task!r} is empty: nothing to sample")
     if len(elites) == 1:
         return [elites[0], elites[0]]
-    w = SAMPLERS[method](archive, elites, tasks, **kw)
+    w = SAMPLERS.get(method)(archive, elites, tasks, **kw)
     p = w / w.sum()
     i, j = rng.choice(len(elites), size=2, replace=False, p=p)
     return [elites[int(i)], elites[int(j)]]

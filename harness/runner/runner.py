@@ -9,13 +9,16 @@ replaced atomically; on resume the jobs that were in flight are submitted again.
 
 from __future__ import annotations
 
-import json
 import platform
+import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy
+import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from harness.config import default_run_dir, load_config, to_yaml
 from harness.errors import ConfigError
@@ -23,12 +26,13 @@ from harness.qd.cycle import CycleQD, Job, QDSettings
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 from harness.runner.executors import make_executor
 from harness.runner.worker import make_store
-from harness.store.model_store import BASE_ID, expert_id
+from harness.registry import MERGE_METHODS, RUN_REPORTS
+from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 
 CHECKPOINT = "checkpoint.json"
 CONFIG = "config.yaml"
 RESULTS = "results.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed, versioned recipes (harness/store/recipes.py)
 
 
 def qd_settings(cfg: DictConfig, experts: list[str]) -> QDSettings:
@@ -44,14 +48,9 @@ def qd_settings(cfg: DictConfig, experts: list[str]) -> QDSettings:
 
 
 def environment_record() -> dict:
-    import numpy
-    import torch
-
     rec = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
            "numpy": numpy.__version__, "torch_threads": torch.get_num_threads()}
     try:
-        import subprocess
-
         rec["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
     except Exception:  # noqa: BLE001 - informational only
@@ -100,12 +99,11 @@ class Runner:
 
     # -- state --------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        merges = {k: v for k, v in self.store.recipes.items() if v["kind"] == "merge"}
         atomic_write_json(self.run_dir / CHECKPOINT, {
             "version": FORMAT_VERSION,
             "qd": self.qd.state(),
             "pending": [j.to_dict() for j in self.pending.values()],
-            "recipes": merges,
+            "recipes": self.store.merge_recipes(),
         })
 
     def snapshot(self, generation: int) -> None:
@@ -179,9 +177,8 @@ class Runner:
         rows = []
         if self.cfg.runner.final_rows == "all":
             rows = [("base", BASE_ID)] + [(f"expert:{e}", expert_id(e)) for e in self.expert_names]
-            mean_id = self.store.add({"kind": "merge", "parents": [expert_id(e) for e in self.expert_names],
-                                      "weights": [1.0] * len(self.expert_names), "normalize": True,
-                                      "mutation": None, "svd_expert": None})
+            mean_id = self.store.add(MergeRecipe(tuple(expert_id(e) for e in self.expert_names),
+                                                 MERGE_METHODS.get("mean").spec()))
             rows += [("mean_merge", mean_id)]
             rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
         rows += [("cycleqd", final_id)]
@@ -203,17 +200,13 @@ class Runner:
                    "generations": self.qd.generation}
         atomic_write_json(self.run_dir / RESULTS, results, indent=1)
         self.store.export(final_id, self.run_dir / "final_model")
-        from leaderboards.emit import emit_run
-
-        emit_run(self.run_dir)
+        RUN_REPORTS.get("files")(self.run_dir)  # tables, elite maps, plots (leaderboards/, by name)
         return results
 
     # -- progress -----------------------------------------------------------------------------------
     def _progress_bar(self):
         if not self.cfg.runner.progress:
             return None
-        from tqdm import tqdm
-
         return tqdm(total=int(self.cfg.qd.generations), initial=self.qd.told, desc="CycleQD", unit="gen",
                     dynamic_ncols=True, file=sys.stderr)
 
@@ -234,7 +227,3 @@ def run_from_config(path, overrides=None, run_dir=None, overwrite=False) -> tupl
 
 def resume_run(run_dir) -> dict:
     return Runner.resume(Path(run_dir)).run()
-
-
-def read_results(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / RESULTS).read_text())

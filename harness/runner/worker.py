@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 
 from harness.domain import DomainContext, build_domain
 from harness.errors import NonFiniteError
-from harness.store.model_store import ModelStore, expert_id
+from harness.runner.score_cache import ScoreCache
+from harness.store.model_store import ModelStore
+from harness.worlds import build_world
 
 
 def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
@@ -26,8 +28,6 @@ def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
     m = cfg.model
     data_root = Path(cfg.data_root)
     if m.builder is not None:
-        from harness.worlds import build_world
-
         paths = build_world(m.builder.kind, run_dir / "world", OmegaConf.to_container(m.builder.params))
         base = paths.pop("base")
         data_root = paths.pop("data_root", data_root)
@@ -57,8 +57,6 @@ class Evaluator:
             d.setup()
         self.cache = None
         if self.cfg.runner.get("score_cache"):
-            from harness.runner.score_cache import ScoreCache
-
             self.cache = ScoreCache(self.cfg.runner.score_cache, tasks=OmegaConf.to_container(self.cfg.tasks),
                                     seed=int(self.cfg.seed), data_root=data_root, engine=ctx.engine,
                                     base_dir=base, experts=experts,
@@ -86,7 +84,12 @@ class Evaluator:
             sd = self.store.state_dict(model_id)
         except NonFiniteError as exc:
             return {"scores": None, "error": f"rejected: {exc}", "timings": {}, "status_counts": {}}
-        timings = {"materialise": time.perf_counter() - t0}
+        return self.score_state_dict(sd, split, {"materialise": time.perf_counter() - t0})
+
+    def score_state_dict(self, sd: Mapping[str, torch.Tensor], split: str, timings: dict | None = None) -> dict:
+        """Every task's verdict on one set of weights: the same result dict as ``evaluate`` (uncached).
+        A non-finite quality or more harness failures than ``runner.max_harness_failures`` reject it."""
+        timings = dict(timings or {})
         scores, counts = {}, {}
         for name, dom in self.domains.items():
             t1 = time.perf_counter()
@@ -109,5 +112,3 @@ class Evaluator:
             d.close()
         self.store.close()
 
-
-__all__ = ["Evaluator", "make_store", "resolve_world", "expert_id"]

@@ -1,22 +1,16 @@
 """The model store: base, experts and children, where children are recipes, not files.
 
-A child is fully described by a recipe (parents, merge weights, mutation spec), so an archive of hundreds
-of elites costs hundreds of small JSON objects. Task vectors are materialised on demand, tensor by tensor,
-into an in-memory LRU cache bounded in bytes; a model evicted from the cache is rebuilt from its recipe,
-bit for bit (all randomness is seeded per (recipe seed, tensor name); run with the same torch thread
-count, since LAPACK's SVD may round differently across thread counts).
-
-Recipe kinds (plain JSON dicts):
-- ``{"kind": "base"}``: the zero task vector.
-- ``{"kind": "expert", "name": NAME}``: expert checkpoint minus base, read lazily from disk.
-- ``{"kind": "merge", "parents": [ids], "weights": [w], "normalize": bool,
-  "mutation": {kind, w_max, sigma, seed} | None, "svd_expert": id | None}``: crossover (normalize=True),
-  aggregation (normalize=False, weights = softmax betas), each optionally followed by a mutation.
+A child is fully described by a typed recipe (``harness/store/recipes.py``: parents, one generalized-merge
+spec, an optional mutation), so an archive of hundreds of elites costs hundreds of small records. Task
+vectors are materialised on demand, tensor by tensor, through the one merge path
+(``harness.merging.generalized.merge_tensor``) and the registered mutations, into an in-memory LRU cache
+bounded in bytes; a model evicted from the cache is rebuilt from its recipe, bit for bit (all randomness is
+seeded per (recipe seed, tensor name); run with the same torch thread count, since LAPACK's SVD may round
+differently across thread counts).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -25,27 +19,22 @@ from typing import Iterable, Mapping
 import torch
 
 from harness.errors import CheckpointError, NonFiniteError
+from harness.merging.generalized import merge_tensor
+from harness.merging.mutations import svd_of
 from harness.merging.safetensors_io import CheckpointReader, SafetensorsWriter, check_compatible
 from harness.merging.streaming import copy_side_files
-from harness.qd.operators import (
-    MutationSpec,
-    aggregate_tensor,
-    crossover_tensor,
-    expert_svd_tensor,
-    mutate_tensor,
+from harness.registry import MUTATIONS
+from harness.store.recipes import (
+    BASE_ID,
+    BaseRecipe,
+    ExpertRecipe,
+    MergeRecipe,
+    Recipe,
+    expert_id,
+    from_dict,
+    recipe_id,
+    to_dict,
 )
-
-BASE_ID = "base"
-
-
-def expert_id(name: str) -> str:
-    return f"expert:{name}"
-
-
-def recipe_id(recipe: Mapping) -> str:
-    """Content address: identical recipes are the same model."""
-    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
-    return "m-" + hashlib.sha1(blob).hexdigest()[:16]
 
 
 def _nbytes(tv: Mapping[str, torch.Tensor]) -> int:
@@ -69,9 +58,9 @@ class ModelStore:
             check_compatible(self.base, reader)
             self._experts[name] = reader
         self.names = [k for k in self.base.keys() if self.base.meta(k).dtype.is_floating_point]
-        self.recipes: dict[str, dict] = {BASE_ID: {"kind": "base"}}
+        self.recipes: dict[str, Recipe] = {BASE_ID: BaseRecipe()}
         for name in self._experts:
-            self.recipes[expert_id(name)] = {"kind": "expert", "name": name}
+            self.recipes[expert_id(name)] = ExpertRecipe(name)
         self.cache_bytes = int(cache_bytes)
         self._cache: "OrderedDict[str, dict[str, torch.Tensor]]" = OrderedDict()
         self._cached_bytes = 0
@@ -80,22 +69,30 @@ class ModelStore:
         self.materialisations = 0  # how many task vectors were computed (a cost counter for tests/bench)
 
     # -- recipes ------------------------------------------------------------------------------------
-    def add(self, recipe: Mapping) -> str:
+    def add(self, recipe: Recipe) -> str:
         rid = recipe_id(recipe)
-        for p in recipe.get("parents", []):
-            if p not in self.recipes:
-                raise KeyError(f"recipe refers to unknown parent {p!r}")
-        self.recipes.setdefault(rid, json.loads(json.dumps(recipe)))
+        if isinstance(recipe, MergeRecipe):
+            for p in (*recipe.parents, *([recipe.svd_expert] if recipe.svd_expert else [])):
+                if p not in self.recipes:
+                    raise KeyError(f"recipe refers to unknown parent {p!r}")
+            if recipe.mutation is not None:
+                mut = MUTATIONS.get(recipe.mutation.kind)
+                if mut.needs_expert_svd and not recipe.svd_expert:
+                    raise ValueError(f"mutation {recipe.mutation.kind!r} needs the recipe's svd_expert")
+        self.recipes.setdefault(rid, recipe)
         return rid
 
     def register(self, recipes: Mapping[str, Mapping]) -> None:
-        """Adopt recipes made elsewhere (a worker receiving a job's lineage)."""
-        for rid, r in recipes.items():
+        """Adopt serialised recipes made elsewhere (a worker receiving a job's lineage, a checkpoint)."""
+        for rid, d in recipes.items():
             if rid not in self.recipes:
-                self.recipes[rid] = dict(r)
+                r = from_dict(d, f"recipe {rid}")
+                if recipe_id(r) != rid:
+                    raise CheckpointError(f"recipe {rid}: its content hashes to {recipe_id(r)}")
+                self.recipes[rid] = r
 
     def lineage(self, model_id: str) -> dict[str, dict]:
-        """Every merge recipe ``model_id`` depends on (what a worker needs to rebuild it)."""
+        """Every merge recipe ``model_id`` depends on, serialised (what a worker needs to rebuild it)."""
         out: dict[str, dict] = {}
         stack = [model_id]
         while stack:
@@ -103,13 +100,17 @@ class ModelStore:
             if m in out:
                 continue
             r = self.recipes[m]
-            if r["kind"] != "merge":
+            if not isinstance(r, MergeRecipe):
                 continue
-            out[m] = r
-            stack.extend(r["parents"])
-            if r.get("svd_expert"):
-                stack.append(r["svd_expert"])
+            out[m] = to_dict(r)
+            stack.extend(r.parents)
+            if r.svd_expert:
+                stack.append(r.svd_expert)
         return out
+
+    def merge_recipes(self) -> dict[str, dict]:
+        """Every merge recipe the store knows, serialised (what a checkpoint keeps)."""
+        return {k: to_dict(v) for k, v in self.recipes.items() if isinstance(v, MergeRecipe)}
 
     # -- materialisation -----------------------------------------------------------------------------
     def base_tensors(self) -> dict[str, torch.Tensor]:
@@ -139,8 +140,8 @@ class ModelStore:
             r = self.recipes.get(m)
             if r is None:
                 raise KeyError(f"unknown model id {m!r}")
-            if r["kind"] == "merge":
-                for p in r["parents"]:
+            if isinstance(r, MergeRecipe):
+                for p in r.parents:
                     stack.append((p, False))
         held: dict[str, dict[str, torch.Tensor]] = {}
         for m in order:
@@ -156,22 +157,21 @@ class ModelStore:
     def _build(self, m: str, held: Mapping[str, dict]) -> dict[str, torch.Tensor]:
         r = self.recipes[m]
         self.materialisations += 1
-        if r["kind"] == "base":
+        if isinstance(r, BaseRecipe):
             return {k: torch.zeros(self.base.meta(k).shape) for k in self.names}
-        if r["kind"] == "expert":
-            e = self._experts[r["name"]]
+        if isinstance(r, ExpertRecipe):
+            e = self._experts[r.name]
             base = self.base_tensors()
             return {k: e.read(k).float() - base[k].float() for k in self.names}
-        parents = [self._get(p, held) for p in r["parents"]]
-        weights = [float(w) for w in r["weights"]]
-        combine = crossover_tensor if r.get("normalize", True) else aggregate_tensor
-        mut = MutationSpec(**r["mutation"]) if r.get("mutation") else None
+        parents = [self._get(p, held) for p in r.parents]
+        mut = None
+        if r.mutation is not None:
+            mut = MUTATIONS.get(r.mutation.kind)(seed=r.mutation.seed, w_max=r.mutation.w_max, sigma=r.mutation.sigma)
         out: dict[str, torch.Tensor] = {}
         for k in self.names:
-            t = combine([p[k] for p in parents], weights)
+            t = merge_tensor((p[k] for p in parents), r.merge, k)
             if mut is not None:
-                svd = self.expert_svd(r["svd_expert"], k) if mut.kind == "svd_official" else None
-                t = mutate_tensor(k, t, mut, svd)
+                t = mut(k, t, self.expert_svd(r.svd_expert, k) if mut.needs_expert_svd else None)
             if not torch.isfinite(t).all():
                 raise NonFiniteError(f"model {m}: tensor {k!r} has NaN/Inf after merging and mutation")
             out[k] = t
@@ -181,7 +181,7 @@ class ModelStore:
         """SVD of an expert's task vector for one tensor (the official mutation's basis), cached."""
         per = self._svd.setdefault(model_id, {})
         if name not in per:
-            per[name] = expert_svd_tensor(self.task_vector(model_id)[name])
+            per[name] = svd_of(self.task_vector(model_id)[name])
         return per[name]
 
     def _put(self, m: str, tv: dict[str, torch.Tensor]) -> None:

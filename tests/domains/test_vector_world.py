@@ -51,7 +51,7 @@ class Constant(Domain):
 def test_registry_errors_and_out_of_tree_reference():
     with pytest.raises(ConfigError, match="unknown domain 'nope'"):
         get_domain("nope")
-    with pytest.raises(ConfigError, match="cannot load 'no.such:Thing'"):
+    with pytest.raises(ConfigError, match="cannot import 'no.such' for 'no.such:Thing'"):
         get_domain("no.such:Thing")
     d = build_domain(f"{__name__}:Constant", task="c", ctx=CTX, params={"value": 0.25})
     assert d.evaluate({}, split="opt").quality == 0.25

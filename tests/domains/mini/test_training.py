@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from domains.mini import training as T  # noqa: E402
+from harness.schedules import warmup_cosine  # noqa: E402
 
 CONV = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Repeat after me: kilo 12"},
         {"role": "assistant", "content": "kilo 12"}, {"role": "user", "content": "again"},
@@ -35,7 +36,7 @@ def test_loss_mask_is_exactly_the_assistant_tokens(tok):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    lrs = [T.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    lrs = [warmup_cosine(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.01
 

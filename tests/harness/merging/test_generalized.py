@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from harness.merging.generalized import MERGE_METHODS, MergeSpec, get_merge_method, merge_tensor
+from harness.errors import ConfigError
+from harness.merging.generalized import MergeSpec, merge_tensor
+from harness.registry import MERGE_METHODS
+from harness.seeding import tensor_generator
+
+get_merge_method = MERGE_METHODS.get
 from harness.merging.sparsify import dare_drop, magnitude_trim
 
 T1 = torch.tensor([1.0, -2.0, 3.0, 0.5])
@@ -26,12 +31,12 @@ def test_dare_drop_rescales_and_is_seeded():
 
 
 def test_mean():
-    out = merge_tensor([T1, T2], get_merge_method("mean").spec())
+    out = merge_tensor([T1, T2], get_merge_method("mean").spec(), "t")
     assert torch.allclose(out, torch.tensor([2.0, 0.0, 1.0, 0.5]))
 
 
 def test_task_arithmetic_scale_and_weights():
-    out = merge_tensor([T1, T2], get_merge_method("task_arithmetic").spec(scale=0.5, weights=(1.0, 2.0)))
+    out = merge_tensor([T1, T2], get_merge_method("task_arithmetic").spec(scale=0.5, weights=(1.0, 2.0)), "t")
     assert torch.allclose(out, 0.5 * (T1 + 2 * T2))
 
 
@@ -39,34 +44,34 @@ def test_ties_by_hand():
     # density 1: no trimming. elected sign = sign(T1 + T2) = [+, 0, +, +]
     # entry 0: both positive -> mean(1, 3) = 2 ; entry 1: sum 0 -> no sign -> 0
     # entry 2: elected + -> only T1 agrees -> 3 ; entry 3: both agree -> 0.5
-    out = merge_tensor([T1, T2], get_merge_method("ties").spec(density=1.0))
+    out = merge_tensor([T1, T2], get_merge_method("ties").spec(density=1.0), "t")
     assert torch.allclose(out, torch.tensor([2.0, 0.0, 3.0, 0.5]))
 
 
 def test_ties_with_trim():
     # density .5 -> T1 keeps [-2, 3] ; T2 keeps [3, 2] -> T1' = [0,-2,3,0], T2' = [3,2,0,0]
     # elected = sign([3, 0, 3, 0]) -> entry0: T2 only -> 3 ; entry1: 0 ; entry2: T1 -> 3 ; entry3: 0
-    out = merge_tensor([T1, T2], get_merge_method("ties").spec(density=0.5))
+    out = merge_tensor([T1, T2], get_merge_method("ties").spec(density=0.5), "t")
     assert torch.allclose(out, torch.tensor([3.0, 0.0, 3.0, 0.0]))
 
 
 def test_dare_linear_equals_manual():
     spec = get_merge_method("dare_linear").spec(drop_p=0.5, seed=3)
-    g = torch.Generator().manual_seed(3)
-    out = merge_tensor([T1, T2], spec, torch.Generator().manual_seed(3))
+    g = tensor_generator(3, "merge", "t")  # the one seeding rule: (seed, "merge", tensor name)
+    out = merge_tensor([T1, T2], spec, "t")
     expected = dare_drop(T1, 0.5, g) + dare_drop(T2, 0.5, g)
     assert torch.allclose(out, expected)
 
 
 def test_dare_ties_runs_and_zero_drop_equals_ties():
-    out = merge_tensor([T1, T2], get_merge_method("dare_ties").spec(drop_p=0.0), torch.Generator().manual_seed(0))
-    assert torch.allclose(out, merge_tensor([T1, T2], get_merge_method("ties").spec(density=1.0)))
+    out = merge_tensor([T1, T2], get_merge_method("dare_ties").spec(drop_p=0.0), "t")
+    assert torch.allclose(out, merge_tensor([T1, T2], get_merge_method("ties").spec(density=1.0), "t"))
 
 
 def test_registry_errors_name_the_problem():
-    with pytest.raises(ValueError, match="unknown merge method 'slerp'"):
+    with pytest.raises(ConfigError, match="unknown merge method 'slerp'"):
         get_merge_method("slerp")
     with pytest.raises(ValueError, match="unknown parameter 'density'"):
-        MERGE_METHODS["mean"].spec(density=0.3)
+        MERGE_METHODS.get("mean").spec(density=0.3)
     with pytest.raises(ValueError, match="unknown consensus"):
         MergeSpec(consensus="vote")

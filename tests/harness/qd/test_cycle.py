@@ -3,7 +3,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.qd.archive import AddStatus
 from harness.qd.cycle import CycleQD, QDSettings
-from harness.store.model_store import recipe_id
+from harness.store.recipes import from_dict, recipe_id
 
 TASKS = ["a", "b", "c"]
 EXPERTS = {"ea": {"a": 0.9, "b": 0.1, "c": 0.2}, "eb": {"a": 0.1, "b": 0.8, "c": 0.1},
@@ -48,8 +48,8 @@ def test_child_recipe_carries_operator_parameters():
     r = job.recipe
     assert r["parents"] == job.parents and len(set(job.parents)) == 2
     assert set(job.parents) <= {e.model_id for e in qd.archives[job.active_task].elites()}
-    assert r["mutation"]["kind"] == "svd" and r["mutation"]["w_max"] == 0.3 and r["normalize"]
-    assert job.model_id == recipe_id(r)
+    assert r["mutation"]["kind"] == "svd" and r["mutation"]["w_max"] == 0.3 and r["merge"]["normalize"]
+    assert job.model_id == recipe_id(from_dict(r))
 
 
 def test_cyclic_offers_to_all_archives_independent_only_to_its_own():
@@ -90,9 +90,10 @@ def test_same_seed_same_jobs_and_state_round_trip():
 def test_aggregate_is_softmax_of_best_elites():
     qd = seeded()
     recipe, info = qd.aggregate_recipe()
-    assert recipe["parents"] == ["ea", "eb", "ec"] and not recipe["normalize"]
-    assert sum(recipe["weights"]) == pytest.approx(1.0)
-    assert recipe["weights"][0] > recipe["weights"][1] > recipe["weights"][2]  # 0.9 > 0.8 > 0.7
+    w = recipe.merge.weights
+    assert recipe.parents == ("ea", "eb", "ec") and not recipe.merge.normalize
+    assert sum(w) == pytest.approx(1.0)
+    assert w[0] > w[1] > w[2]  # 0.9 > 0.8 > 0.7
 
 
 def test_settings_validation():

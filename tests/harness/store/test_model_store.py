@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from harness.errors import CheckpointError, NonFiniteError
-from harness.store.model_store import BASE_ID, ModelStore, expert_id, recipe_id
+from harness.merging.generalized import MergeSpec
+from harness.store.model_store import ModelStore
+from harness.store.recipes import BASE_ID, MergeRecipe, MutationRecipe, expert_id, from_dict, recipe_id, to_dict
 from tests.conftest import toy_state_dict, write_model
 
 
@@ -10,9 +12,9 @@ def store_for(tm, cache_bytes=1 << 20):
     return ModelStore(base_dir=tm["base"], experts={"e1": tm["e1"], "e2": tm["e2"]}, cache_bytes=cache_bytes)
 
 
-def child(parents, weights, seed, kind="svd"):
-    return {"kind": "merge", "parents": parents, "weights": weights, "normalize": True,
-            "mutation": {"kind": kind, "w_max": 0.3, "sigma": 0.1, "seed": seed}, "svd_expert": None}
+def child(parents, weights, seed, kind="svd", sigma=0.1):
+    return MergeRecipe(tuple(parents), MergeSpec(weights=tuple(weights), normalize=True),
+                       MutationRecipe(kind=kind, seed=seed, w_max=0.3, sigma=sigma))
 
 
 def test_expert_task_vector_and_state_dict(toy_models):
@@ -39,7 +41,7 @@ def test_child_rebuilt_bit_identical_after_eviction(toy_models):
 def test_recipe_ids_are_content_addresses(toy_models):
     s = store_for(toy_models)
     r = child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 1)
-    assert s.add(r) == s.add(dict(r)) == recipe_id(r)
+    assert s.add(r) == s.add(from_dict(to_dict(r))) == recipe_id(r)
     assert s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 2)) != recipe_id(r)
 
 
@@ -57,15 +59,13 @@ def test_deep_lineage_without_recursion_limit(toy_models):
     s = store_for(toy_models, cache_bytes=1)
     prev = expert_id("e1")
     for _ in range(1500):
-        prev = s.add({"kind": "merge", "parents": [prev, expert_id("e2")], "weights": [1.0, 0.0],
-                      "normalize": True, "mutation": None, "svd_expert": None})
+        prev = s.add(MergeRecipe((prev, expert_id("e2")), MergeSpec(weights=(1.0, 0.0), normalize=True)))
     assert torch.allclose(s.task_vector(prev)["a.weight"], s.task_vector(expert_id("e1"))["a.weight"])
 
 
 def test_nan_child_is_rejected_with_name(toy_models):
     s = store_for(toy_models)
-    bad = s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 1, kind="gaussian")
-                | {"mutation": {"kind": "gaussian", "w_max": 0.3, "sigma": float("inf"), "seed": 1}})
+    bad = s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], 1, kind="gaussian", sigma=float("inf")))
     with pytest.raises(NonFiniteError, match=f"model {bad}: tensor 'a.weight'"):
         s.task_vector(bad)
 

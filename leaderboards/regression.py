@@ -32,7 +32,9 @@ def reference_operation_seconds(repeats: int = 3) -> float:
     return best
 
 
-def compare(report: dict, reference: dict, *, cell_tol: float, avg_tol: float, speed_factor: float) -> list[str]:
+def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANCES["cell_tol"],
+            avg_tol: float = DEFAULT_TOLERANCES["avg_tol"],
+            speed_factor: float = DEFAULT_TOLERANCES["speed_factor"]) -> list[str]:
     """Readable differences (empty list = within tolerance)."""
     problems: list[str] = []
     for key in ("variant", "seed"):

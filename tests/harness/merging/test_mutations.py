@@ -2,22 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from harness.qd.operators import (
-    MutationSpec,
-    aggregate_tensor,
-    aggregation_weights,
-    crossover_tensor,
-    crossover_weights,
-    expert_svd_tensor,
-    is_matrix,
-    mutate_tensor,
-)
+from harness.merging.generalized import MergeSpec, merge_tensor
+from harness.merging.mutations import is_matrix, svd_of
+from harness.qd.operators import aggregation_weights, crossover_weights
+from harness.registry import MUTATIONS
 from harness.seeding import tensor_generator
+
+
+def mutate_tensor(name, tau, kind, svd=None, **kw):
+    return MUTATIONS.get(kind)(**kw)(name, tau, svd)
 
 
 def test_crossover_is_normalised_linear_merge():
     a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -2.0]])
-    out = crossover_tensor([a, b], [1.0, 3.0])
+    out = merge_tensor([a, b], MergeSpec(weights=(1.0, 3.0), normalize=True), "x")
     assert torch.allclose(out, (1 * a + 3 * b) / 4)
 
 
@@ -30,8 +28,7 @@ def test_crossover_weights_distribution():
 
 def test_svd_paper_replaces_singular_values():
     tau = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
-    spec = MutationSpec(kind="svd", w_max=0.3, seed=7)
-    out = mutate_tensor("x", tau, spec)
+    out = mutate_tensor("x", tau, "svd", w_max=0.3, seed=7)
     u, s, vh = torch.linalg.svd(tau, full_matrices=False)
     w = torch.rand(s.shape, generator=tensor_generator(7, "mutation", "x")) * 0.3
     assert torch.allclose(out, (u * (s * w)) @ vh, atol=1e-6)
@@ -41,7 +38,7 @@ def test_svd_paper_replaces_singular_values():
 
 def test_svd_additive_scales_singular_values_up():
     tau = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
-    out = mutate_tensor("x", tau, MutationSpec(kind="svd_additive", w_max=0.3, seed=7))
+    out = mutate_tensor("x", tau, "svd_additive", w_max=0.3, seed=7)
     u, s, vh = torch.linalg.svd(tau, full_matrices=False)
     w = torch.rand(s.shape, generator=tensor_generator(7, "mutation", "x")) * 0.3
     assert torch.allclose(out, (u * (s * (1 + w))) @ vh, atol=1e-5)
@@ -50,8 +47,8 @@ def test_svd_additive_scales_singular_values_up():
 def test_svd_official_adds_expert_component():
     g = torch.Generator().manual_seed(2)
     tau, expert = torch.randn(5, 5, generator=g), torch.randn(5, 5, generator=g)
-    svd = expert_svd_tensor(expert)
-    out = mutate_tensor("x", tau, MutationSpec(kind="svd_official", w_max=0.1, seed=3), svd)
+    svd = svd_of(expert)
+    out = mutate_tensor("x", tau, "svd_official", svd, w_max=0.1, seed=3)
     u, s, vh = svd
     w = torch.rand(s.shape, generator=tensor_generator(3, "mutation", "x")) * 0.1
     assert torch.allclose(out, tau + (u * (s * w)) @ vh, atol=1e-6)
@@ -60,26 +57,25 @@ def test_svd_official_adds_expert_component():
 def test_vectors_and_rank_one_shapes_pass_through():
     v = torch.randn(8)
     for kind in ("svd", "gaussian"):
-        assert mutate_tensor("n", v, MutationSpec(kind=kind, seed=1)) is v
+        assert mutate_tensor("n", v, kind, seed=1) is v
     assert not is_matrix(torch.zeros(1, 9)) and is_matrix(torch.zeros(2, 3, 3))
 
 
 def test_conv_like_tensor_keeps_shape():
     t = torch.randn(4, 3, 2, 2)
-    assert mutate_tensor("c", t, MutationSpec(kind="svd", seed=0)).shape == t.shape
+    assert mutate_tensor("c", t, "svd", seed=0).shape == t.shape
 
 
 def test_gaussian_scale_follows_rms():
     t = torch.randn(200, 200)
-    out = mutate_tensor("g", t, MutationSpec(kind="gaussian", sigma=0.1, seed=0))
+    out = mutate_tensor("g", t, "gaussian", sigma=0.1, seed=0)
     assert (out - t).std().item() == pytest.approx(0.1 * t.pow(2).mean().sqrt().item(), rel=0.05)
 
 
 def test_mutation_depends_on_seed_and_name_only():
     t = torch.randn(5, 5)
-    s = MutationSpec(kind="svd", seed=11)
-    assert torch.equal(mutate_tensor("x", t, s), mutate_tensor("x", t, s))
-    assert not torch.equal(mutate_tensor("x", t, s), mutate_tensor("y", t, s))
+    assert torch.equal(mutate_tensor("x", t, "svd", seed=11), mutate_tensor("x", t, "svd", seed=11))
+    assert not torch.equal(mutate_tensor("x", t, "svd", seed=11), mutate_tensor("y", t, "svd", seed=11))
 
 
 def test_aggregation_softmax():
@@ -87,4 +83,4 @@ def test_aggregation_softmax():
     e = np.exp([0.5, 0.7, 0.1])
     assert b == pytest.approx(list(e / e.sum()))
     x, y = torch.ones(2, 2), 2 * torch.ones(2, 2)
-    assert torch.allclose(aggregate_tensor([x, y], [0.25, 0.75]), 1.75 * torch.ones(2, 2))
+    assert torch.allclose(merge_tensor([x, y], MergeSpec(weights=(0.25, 0.75)), "x"), 1.75 * torch.ones(2, 2))

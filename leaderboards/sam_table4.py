@@ -22,9 +22,17 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from domains.sam.coco import mask_iou
+from domains.sam.world import TASKS, ensure_sam_world
+from harness.config import load_config
+from harness.domain import DomainContext, build_domain
+from harness.merging.safetensors_io import CheckpointReader
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+from harness.leaderboard import Leaderboard
+from leaderboards.methods import run_cycleqd
+from leaderboards.regression import compare_table4
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "sam_pairs.yaml"
 SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA"}
 VARIANTS = {
@@ -62,8 +70,6 @@ def pearson(x: list, y: list) -> float | None:
 
 def box_baseline(domain, split: str) -> float:
     """mIoU of the trivial prediction "the prompt box is the mask"."""
-    from domains.sam.coco import mask_iou
-
     ious = []
     for i in domain.split(split):
         it = domain.ds.item(i)
@@ -76,19 +82,12 @@ def box_baseline(domain, split: str) -> float:
 
 
 def _state(d: Path) -> dict[str, torch.Tensor]:
-    from harness.merging.safetensors_io import CheckpointReader
-
     with CheckpointReader(d) as r:
         return {k: r.read(k).float().clone() for k in r.keys()}
 
 
 def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None, progress: bool = True,
                variant: dict | None = None) -> dict:
-    from domains.sam.world import TASKS, ensure_sam_world
-    from harness.config import load_config
-    from harness.domain import DomainContext, build_domain
-    from harness.runner.runner import CHECKPOINT, RESULTS, Runner
-
     v = dict(variant or VARIANTS[variant_name])
     out = Path(out_dir or REPO / "runs" / f"sam-{variant_name}-seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -116,19 +115,16 @@ def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None 
     for a, b in itertools.combinations(TASKS, 2):
         run_dir = out / f"pair_{a}_{b}"
         say(f"sam: CycleQD on {SHORT[a]}+{SHORT[b]} ...", flush=True)
-        if (run_dir / RESULTS).exists():
-            res = read_json(run_dir / RESULTS)
-        elif (run_dir / CHECKPOINT).exists():
-            res = Runner.resume(run_dir).run()
-        else:
+        def pair_config(a=a, b=b):
             cfg = load_config(CONFIG, [f"seed={seed}", f"qd.generations={v['generations']}"])
             cfg.model.builder.params = {**cfg.model.builder.params, **v["world"], "experts": [a, b]}
             for tc, t in zip(cfg.tasks, (a, b)):  # the config's two task slots, renamed for this pair
                 tc.name, tc.params.annotations = t, f"{t}_eval/annotations.json"
             if v.get("bounds"):  # explicit behaviour ranges instead of the paper's from expert scores
                 cfg.qd.bounds = {t: list(v["bounds"]) for t in (a, b)}
-            cfg.runner.progress = progress
-            res = Runner.create(cfg, run_dir, overwrite=True).run()
+            return cfg
+
+        res = run_cycleqd(run_dir, pair_config, progress)
         by = {r["model"]: r["test"] for r in res["rows"]}
         own_a, own_b = by[f"expert:{a}"][a], by[f"expert:{b}"][b]
         # normalised by the expert's own score; undefined (None) where an expert scores 0 on its task
@@ -249,3 +245,9 @@ def write_report(out: Path, report: dict, doms, states, overlays) -> None:
 <p>Timings (s): {html.escape(json.dumps({k: round(v) for k, v in report['timings'].items()}))}</p>
 <h2>Mask overlays (box prompts; yellow outlines)</h2>{''.join(imgs)}</body></html>"""
     atomic_write_bytes(out / "index.html", page.encode())
+
+
+LEADERBOARD = Leaderboard(
+    name="sam", description="the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4",
+    run=lambda variant, seed, out_dir, progress: run_table4(variant, seed, out_dir, progress=progress),
+    compare=compare_table4, summary_file="table4.md")

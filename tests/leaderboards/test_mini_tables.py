@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("cma")
 
-from domains.mini.experiment import ABLATIONS, run_experiment  # noqa: E402
-from domains.mini.regression import DEFAULT_TOLERANCES, compare  # noqa: E402
+from leaderboards.mini_tables import ABLATIONS, run_experiment  # noqa: E402
+from leaderboards.regression import DEFAULT_TOLERANCES, compare  # noqa: E402
 from tests.domains.test_os import rootfs_or_skip  # noqa: E402
 
 MICRO_WORLD = {"n_train": 12, "n_noise": 6, "n_eval": 12, "vocab_size": 600, "max_len": 1024, "hidden": 32,

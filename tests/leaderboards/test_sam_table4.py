@@ -11,7 +11,7 @@ except ConfigError as exc:
     pytest.skip(str(exc), allow_module_level=True)
 pytest.importorskip("pycocotools")
 
-from domains.sam.table4 import run_table4  # noqa: E402
+from leaderboards.sam_table4 import run_table4  # noqa: E402
 
 MICRO = {"world": {"n_pretrain": 24, "n_train": 12, "n_eval": 8, "pretrain_steps": 6, "finetune_steps": 4,
                    "batch_size": 2}, "generations": 2, "bounds": [0.0, 1.0]}
@@ -30,7 +30,7 @@ def test_micro_table4(tmp_path):
     assert (tmp_path / "index.html").read_text().count("data:image/png;base64,") == 12
     again = run_table4("micro", 0, tmp_path, progress=False, variant=MICRO)  # reuses the finished runs
     assert again["table4"] == rep["table4"]
-    from domains.mini.regression import compare_table4
+    from leaderboards.regression import compare_table4
 
     assert compare_table4(rep, rep) == []
     shifted = {**rep, "table4": [dict(r, similarity=r["similarity"] - 0.5) if i == 0 else r

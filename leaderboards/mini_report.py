@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+from leaderboards.emit import emit_run
 
 COLUMNS = {"mini-code": "Code", "mini-os": "OS", "mini-db": "DB"}
 
@@ -109,8 +110,6 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     atomic_write_bytes(written["t1csv"], csv_text(t1, tasks).encode())
     atomic_write_bytes(written["t2csv"], csv_text(t2, tasks).encode())
     atomic_write_json(written["json"], {**report, "table1_rows": t1, "table2_rows": t2}, indent=1)
-
-    from leaderboards.emit import emit_run
 
     main_run = runs[list(runs)[-1]]
     maps = emit_run(main_run)

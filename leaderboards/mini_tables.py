@@ -1,0 +1,209 @@
+"""The mini-world leaderboard: mini Table 1 and Table 2 from one call (``cycleqd leaderboard mini``, alias
+``cycleqd mini``). The rows are registered methods (``leaderboards/methods.py``) named in ``TABLE1`` and
+``ABLATIONS``; the world is built by the mini domain's builder.
+
+Table 1 (test split, per family and average): the base, the three experts, the all-data fine-tune, the
+mean of task vectors, TIES and DARE (their density / drop rate picked on the opt split), task-arithmetic
+coefficients learned by CMA-ES on the opt split, and CycleQD. Table 2: the paper's five ablation rows,
+each a full CycleQD run of ``configs/mini.yaml`` with the same budget; its last row *is* Table 1's CycleQD.
+
+Everything is resumable: each CycleQD run is a run directory (resumed if a checkpoint exists), each
+baseline row and each CMA-ES evaluation is saved as soon as it is scored.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from domains.mini.world import ensure_world
+from harness.config import load_config
+from harness.engines import engine_seconds
+from harness.leaderboard import Leaderboard
+from harness.registry import METHODS
+from harness.runner.checkpoint import read_json
+from harness.runner.worker import Evaluator
+from harness.store.recipes import BASE_ID, expert_id
+from leaderboards.methods import MethodContext, MethodResult, RowBook
+from leaderboards.mini_report import write_report
+from leaderboards.regression import compare, reference_operation_seconds
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "mini.yaml"
+FAMILIES = ("code", "os", "db")
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # ``limit``: eval instances per family (split evenly into opt / test); ``generations`` per CycleQD run;
+    # ``cmaes_evals``: opt-split evaluations for each learned-coefficient searcher (CMA-ES, NSGA-II, PG).
+    # full: what fits 45 minutes here after the world (a child costs ~10-13 s on 60 opt instances per family)
+    "quick": {"limit": 40, "generations": 12, "progress_every": 4, "cmaes_evals": 12},
+    "full": {"limit": None, "generations": 20, "progress_every": 10, "cmaes_evals": 18},
+}
+# `cycleqd mini --engine NAME`: config overrides that put every LLM task on that engine (vLLM: float32 as the
+# HF engine, a KV cache sized for tiny models instead of most of the machine's memory)
+ENGINES: dict[str, list[str]] = {
+    "hf": [],
+    "vllm": ["engine.kind=vllm", "engine.dtype=float32", "engine.vllm_args.kv_cache_memory_bytes=268435456"],
+}
+# Table 2 (paper: QD w/o cycle, + cycle, + Gaussian mutation, SVD mutation instead, + elite sampling)
+ABLATIONS = [
+    ("QD (no cycle, no mutation, random sampling)", ["qd.mode=independent", "qd.mutation=none", "qd.sampler=random"]),
+    ("+ cycle", ["qd.mode=cyclic", "qd.mutation=none", "qd.sampler=random"]),
+    ("+ Gaussian mutation", ["qd.mode=cyclic", "qd.mutation=gaussian", "qd.sampler=random"]),
+    ("SVD mutation instead", ["qd.mode=cyclic", "qd.sampler=random"]),
+    ("+ elite sampling (CycleQD)", ["qd.mode=cyclic", "qd.sampler=elite"]),
+]
+
+
+# mini Table 1: (row label, registered method, its parameters); the CycleQD row is Table 2's last run
+TABLE1: list[tuple[str, str, dict]] = [
+    ("Base model", "model", {"model_id": BASE_ID, "key": "base"}),
+    ("Expert: code", "model", {"model_id": expert_id("code"), "key": "code"}),
+    ("Expert: OS", "model", {"model_id": expert_id("os"), "key": "os"}),
+    ("Expert: DB", "model", {"model_id": expert_id("db"), "key": "db"}),
+    ("Fine-tuning on all data", "world_model", {"name": "all_data"}),
+    ("Merge: mean of task vectors", "merge", {"method": "mean"}),
+    ("Merge: TIES", "merge", {"method": "ties", "grid": [{"density": 0.2}, {"density": 0.5}]}),
+    ("Merge: DARE", "merge", {"method": "dare_linear", "grid": [{"drop_p": 0.5}, {"drop_p": 0.9}]}),
+    ("Learned coefficients: CMA-ES", "cmaes", {}),
+    ("Learned coefficients: NSGA-II", "nsga2", {}),
+    ("Learned coefficients: policy gradient", "policy_gradient", {}),
+]
+TIMING_KEY = {"cmaes": "cmaes", "nsga2": "nsga2", "policy_gradient": "pg"}
+
+
+def run_config(variant: dict, seed: int, overrides: list[str], world_params: dict | None = None):
+    cfg = load_config(CONFIG, [f"seed={seed}", f"qd.generations={variant['generations']}",
+                               f"runner.progress_every={variant['progress_every']}", "runner.final_rows=final",
+                               *overrides])
+    if variant["limit"]:
+        for t in cfg.tasks:
+            t.params.limit = int(variant["limit"])
+    if world_params:
+        cfg.model.builder.params = {**cfg.model.builder.params, **world_params}
+    if variant.get("bounds"):  # explicit behaviour ranges instead of the paper's from expert scores
+        cfg.qd.bounds = {t.name: list(variant["bounds"]) for t in cfg.tasks}
+    return cfg
+
+
+def _labelled(label: str, res: MethodResult) -> str:
+    return f"{label} ({res.detail})" if res.detail else label
+
+
+def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None,
+                   progress: bool = True, world_params: dict | None = None, variant: dict | None = None,
+                   engine: str = "hf") -> dict:
+    """Build the world if missing, run every Table 1 method and the Table 2 CycleQD runs; write the
+    report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests)."""
+    if variant is None and variant_name not in VARIANTS:
+        raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
+    if engine not in ENGINES:
+        raise ValueError(f"mini: unknown engine {engine!r} (known: {sorted(ENGINES)})")
+    variant = dict(variant or VARIANTS[variant_name])
+    suffix = "" if engine == "hf" else f"-{engine}"
+    out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}{suffix}")
+    out.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    ref_op = reference_operation_seconds()
+    t0 = time.perf_counter()
+    world = ensure_world(progress=progress, **(world_params or {}))
+    t_build = time.perf_counter() - t0
+    torch.set_num_threads(2)
+
+    cfg = run_config(variant, seed, ENGINES[engine], world_params)
+    names = [t.name for t in cfg.tasks]
+    evaluator = Evaluator(OmegaConf.to_container(cfg, resolve=True), out / "scoring")
+    ctx = MethodContext(
+        evaluator=evaluator, experts=tuple(expert_id(f) for f in FAMILIES), tasks=names, seed=seed,
+        budget=variant["cmaes_evals"], book=RowBook(out / "rows.json"), out_dir=out,
+        extra_models={"all_data": world["all_data"]}, progress=progress,
+        # one score cache for the five CycleQD runs: the experts (and any repeated model) are scored once
+        run_config=lambda o: run_config(variant, seed, [*ENGINES[engine], f"runner.score_cache={out / 'score_cache'}",
+                                                        *o], world_params))
+    timings: dict[str, float] = {"build_world": t_build, "baselines": 0.0}
+
+    # -- Table 1 baselines and learned coefficients ------------------------------------------------------
+    table1: dict[str, dict[str, float]] = {}
+    say("mini: scoring the base, experts and merges ...", flush=True)
+    try:
+        for label, method, params in TABLE1:
+            t1 = time.perf_counter()
+            if method in TIMING_KEY:
+                say(f"mini: {label} ...", flush=True)
+            res = METHODS.get(method)(ctx, **params)
+            table1[_labelled(label, res)] = res.test
+            key = TIMING_KEY.get(method, "baselines")
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t1
+    finally:
+        evaluator.close()
+
+    # -- CycleQD and Table 2 ----------------------------------------------------------------------------
+    table2, runs = {}, {}
+    t_evolve = 0.0
+    for i, (label, overrides) in enumerate(ABLATIONS):
+        say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
+        t1 = time.perf_counter()
+        res = METHODS.get("cycleqd")(ctx, overrides=overrides, run=f"qd_{i}")
+        t_evolve += time.perf_counter() - t1
+        runs[label] = out / f"qd_{i}"
+        table2[label] = res.test
+    table1["CycleQD"] = table2[ABLATIONS[-1][0]]
+    timings["cycleqd_runs"] = t_evolve
+    timings["total"] = time.perf_counter() - t0
+
+    report = {"honesty": honesty(table1, names), "variant": variant_name, "seed": seed, "engine": engine,
+              "out_dir": str(out), "variant_params": variant, "tasks": names,
+              "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
+              "table1": table1, "table2": table2, "timings": timings,
+              "speed": speed_report(list(runs.values()), engine_seconds(), ref_op),
+              "environment": read_json(runs[ABLATIONS[-1][0]] / "environment.json")}
+    write_report(out, report, runs)
+    return report
+
+
+def honesty(table1: dict, tasks: list[str]) -> dict:
+    """The world's preconditions, measured: each expert best on its own family and weak elsewhere, the
+    base low everywhere, the mean merge keeping some of every skill but below each expert on its own."""
+    own = {t: table1[f"Expert: {lab}"][t] for t, lab in zip(tasks, ("code", "OS", "DB"))}
+    other = {t: max(table1[f"Expert: {lab}"][u] for u in tasks if u != t) for t, lab in zip(tasks, ("code", "OS", "DB"))}
+    mean = table1["Merge: mean of task vectors"]
+    return {"expert_own": own, "expert_max_on_other_families": other,
+            "base_max": max(table1["Base model"].values()),
+            "mean_merge": mean, "mean_merge_below_each_expert": all(mean[t] < own[t] for t in tasks),
+            "holds": all(own[t] >= 0.6 for t in tasks) and all(v <= 0.3 for v in other.values())
+            and max(table1["Base model"].values()) <= 0.3 and all(mean[t] < own[t] for t in tasks)}
+
+
+def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_s: float) -> dict:
+    """Generations per hour of CycleQD and where a child's time goes, over every child the runs evaluated
+    (children served by the score cache are left out); the cost of a child in units of a fixed reference
+    operation timed in this process (for regression)."""
+    hist = [h for d in run_dirs for h in read_json(d / "checkpoint.json")["qd"]["history"]
+            if h.get("kind") == "child" and h.get("timings")]
+    if not hist:
+        return {}
+    per: dict[str, float] = {}
+    for h in hist:
+        for k, v in h["timings"].items():
+            per[k] = per.get(k, 0.0) + v
+    n = len(hist)
+    mean = {k: v / n for k, v in per.items()}
+    total = sum(mean.values())
+    return {"children": n, "seconds_per_child": total, "generations_per_hour": 3600 / total if total else None,
+            "mean_seconds": mean, "reference_op_s": reference_op_s,
+            "child_to_reference_op": total / reference_op_s if reference_op_s else None,
+            "engine_seconds_whole_experiment": engine_s}
+
+
+def _run(variant: str, seed: int, out_dir: Path | None, progress: bool, engine: str = "hf") -> dict:
+    return run_experiment(variant, seed, out_dir, progress=progress, engine=engine)
+
+
+LEADERBOARD = Leaderboard(
+    name="mini", description="the mini world: build the tiny models and write mini Table 1 and Table 2",
+    run=_run, compare=compare, summary_file="tables.md",
+    options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)")})
