@@ -19,7 +19,13 @@ from typing import Mapping
 
 import torch
 
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from harness.domain import (
+    Domain,
+    SampleResult,
+    SampleStatus,
+    TaskResult,
+    register_domain,
+)
 from harness.merging.safetensors_io import save_state_dict
 from harness.seeding import derive_seed
 from harness.worlds import register_builder

@@ -6,6 +6,7 @@ whether it is an unknown key, a wrong type or a bad value.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,7 +16,16 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from harness.domain import parse_params
 from harness.errors import ConfigError
+from harness.registry import (
+    DOMAINS,
+    ENGINES,
+    MUTATIONS,
+    SAMPLERS,
+    WORLD_BUILDERS,
+    import_plugins,
+)
 
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -23,7 +33,6 @@ DEFAULT_DATA_ROOT = "../shared/data"
 @dataclass
 class BuilderConfig:
     """A model-world builder that writes base + experts (e.g. the vector world, the mini world)."""
-
     kind: str = MISSING
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -49,10 +58,10 @@ class QDConfig:
     bins: int = 15
     bounds: dict[str, list[float]] = field(default_factory=dict)  # task -> [lo, hi]; missing: from experts
     bounds_scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
-    sampler: str = "elite"  # elite | elite_official | random
+    sampler: str = "elite"  # a registered parent sampler: elite | elite_official | random
     crossover_mu: float = 1.0
     crossover_sigma: float = 0.03  # paper; official code: 0.01
-    mutation: str = "svd"  # svd | svd_additive | svd_official | gaussian | none
+    mutation: str = "svd"  # a registered mutation: svd | svd_additive | svd_official | gaussian | none
     mutation_w_max: float = 0.3  # paper; official code: 0.1
     mutation_sigma: float = 0.1
     flip_interval: int = 1
@@ -93,8 +102,11 @@ class RunConfig:
     tasks: list[TaskConfig] = field(default_factory=list)
     qd: QDConfig = field(default_factory=QDConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
-    # defaults for every LLM task's engine (a task's own params.engine keys win), e.g. {kind: vllm}
+    # defaults for every LLM task's engine (a task's own params.engine keys win), e.g. {kind: vllm}; checked
+    # at load against the registered engine's constructor (harness.registry.ENGINES)
     engine: dict[str, Any] = field(default_factory=dict)
+    # modules to import before names are resolved: their @REGISTRY.register decorators add plugins
+    plugins: list[str] = field(default_factory=list)
 
 
 def _one_line(exc: OmegaConfBaseException) -> str:
@@ -157,9 +169,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"qd.bounds.{t}: need [lo, hi] with lo < hi, got {list(b)}")
     if len(qd.bounds_scale) != 2 or qd.bounds_scale[0] > qd.bounds_scale[1]:
         raise ConfigError(f"qd.bounds_scale: need [low, high] with low <= high, got {list(qd.bounds_scale)}")
+    import_plugins(cfg.plugins)
+    for key, reg, val in (("qd.sampler", SAMPLERS, qd.sampler), ("qd.mutation", MUTATIONS, qd.mutation)):
+        if val not in reg:
+            raise ConfigError(f"{key}: {val!r} is not one of {reg.names()}")
     choices = {
-        "qd.sampler": (qd.sampler, ("elite", "elite_official", "random")),
-        "qd.mutation": (qd.mutation, ("svd", "svd_additive", "svd_official", "gaussian", "none")),
         "qd.mode": (qd.mode, ("cyclic", "independent")),
         "runner.executor": (cfg.runner.executor, ("inline", "process")),
     }
@@ -195,6 +209,27 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("model.experts: missing (give expert HF directories or a model.builder)")
     if m.cache_bytes <= 0:
         raise ConfigError(f"model.cache_bytes: must be > 0, got {m.cache_bytes}")
+    if m.builder is not None:
+        WORLD_BUILDERS.get(m.builder.kind)
+    validate_engine(OmegaConf.to_container(cfg.engine), "engine")
+    for i, t in enumerate(cfg.tasks):
+        cls = DOMAINS.get(t.domain)
+        params = OmegaConf.to_container(t.params)
+        parse_params(cls, params, f"tasks.{i}.params")
+        if isinstance(params.get("engine"), dict):
+            validate_engine({**OmegaConf.to_container(cfg.engine), **params["engine"]}, f"tasks.{i}.params.engine")
+
+
+def validate_engine(engine: dict, key: str) -> None:
+    """An engine config names a registered kind and only keyword arguments its class accepts (a typo is a
+    one-line error now, not a TypeError at the first evaluation)."""
+    if not engine:
+        return
+    cls = ENGINES.get(engine.get("kind", "hf"))
+    try:
+        inspect.signature(cls).bind(**{"model": "m", **{k: v for k, v in engine.items() if k != "kind"}})
+    except TypeError as exc:
+        raise ConfigError(f"{key}: {exc} (engine {engine.get('kind', 'hf')!r})") from None
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -99,8 +99,8 @@ class Domain(ABC):
 
     A subclass declares its settings as a ``Params`` dataclass (the ``params`` of the task's config, typed
     and checked when the config loads, before anything is written) and receives ``params=Params(...)``;
-    a subclass without ``Params`` receives them as keyword arguments. It implements ``evaluate``. ``setup`` runs once per worker before the first
-    evaluation (start servers, build sandboxes, load data), ``close`` when the worker stops.
+    a subclass without ``Params`` receives them as keyword arguments. It implements ``evaluate``.
+    ``setup`` runs once per worker before the first evaluation (start servers, build sandboxes, load data), ``close`` when the worker stops.
     """
 
     name: str = "domain"

@@ -10,7 +10,11 @@ import csv
 import io
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 
@@ -54,10 +58,6 @@ def snapshot_paths(run_dir: Path) -> list[Path]:
 
 def heatmap(archive: dict, out_path: Path, title: str) -> None:
     """Elite map of one archive: quality per cell over its (first two) behaviour axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     axes = archive["behavior_tasks"]
     bins = archive["bins"]
@@ -100,10 +100,6 @@ def progress_plot(run_dir: Path, out_path: Path) -> bool:
     snaps = snapshot_paths(run_dir)
     if not snaps:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     gens, best, cov = [], {}, {}
     for p in snaps:

@@ -11,6 +11,12 @@ import html
 import io
 from pathlib import Path
 
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 from leaderboards.emit import emit_run
 
@@ -51,10 +57,6 @@ def _png(fig) -> bytes:
 
 def progress_figure(runs: dict[str, Path]) -> bytes | None:
     """Average test score of the aggregated model against generation, one line per Table 2 run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     drawn = False
@@ -75,11 +77,6 @@ def progress_figure(runs: dict[str, Path]) -> bytes | None:
 
 
 def bars_figure(rows: list[dict], tasks: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(rows))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 DEFAULT_TOLERANCES = {"cell_tol": 0.10, "avg_tol": 0.05, "speed_factor": 2.0}
 
 
 def reference_operation_seconds(repeats: int = 3) -> float:
     """A fixed CPU workload (matrix products and interpreter work): the yardstick for speed ratios."""
-    import torch
-
     g = torch.Generator().manual_seed(0)
     a = torch.randn(384, 384, generator=g)
     best = float("inf")

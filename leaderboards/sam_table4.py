@@ -11,6 +11,7 @@ every task, the trivial "prompt box as the mask" baseline, and mask overlays.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import itertools
@@ -22,13 +23,15 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from domains.sam.coco import mask_iou
+from domains.sam.coco import mask_iou, to_original
+from domains.sam.domain import load_in_place, shared_model
+from domains.sam.modeling import predict_masks
 from domains.sam.world import TASKS, ensure_sam_world
 from harness.config import load_config
 from harness.domain import DomainContext, build_domain
+from harness.leaderboard import Leaderboard
 from harness.merging.safetensors_io import CheckpointReader
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
-from harness.leaderboard import Leaderboard
 from leaderboards.methods import run_cycleqd
 from leaderboards.regression import compare_table4
 
@@ -86,6 +89,14 @@ def _state(d: Path) -> dict[str, torch.Tensor]:
         return {k: r.read(k).float().clone() for k in r.keys()}
 
 
+def _normalised(s: dict, a: str, b: str, own_a: float, own_b: float) -> tuple[float | None, float | None]:
+    return (s[a] / own_a if own_a else None, s[b] / own_b if own_b else None)
+
+
+def mean2(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None else (x + y) / 2
+
+
 def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None, progress: bool = True,
                variant: dict | None = None) -> dict:
     v = dict(variant or VARIANTS[variant_name])
@@ -128,10 +139,8 @@ def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None 
         by = {r["model"]: r["test"] for r in res["rows"]}
         own_a, own_b = by[f"expert:{a}"][a], by[f"expert:{b}"][b]
         # normalised by the expert's own score; undefined (None) where an expert scores 0 on its task
-        norm = lambda s: (s[a] / own_a if own_a else None, s[b] / own_b if own_b else None)  # noqa: E731
-        mean2 = lambda x, y: None if x is None or y is None else (x + y) / 2  # noqa: E731
-        ca, cb = norm(by["cycleqd"])
-        ma, mb = norm(by["mean_merge"])
+        ca, cb = _normalised(by["cycleqd"], a, b, own_a, own_b)
+        ma, mb = _normalised(by["mean_merge"], a, b, own_a, own_b)
         sim = task_vector_similarity(states["base"], states[a], states[b])
         rows.append({"pair": f"{SHORT[a]}+{SHORT[b]}", "a": a, "b": b, "score_a": ca, "score_b": cb,
                      "avg": mean2(ca, cb), "similarity": None if sim != sim else sim,
@@ -179,9 +188,8 @@ def markdown(report: dict) -> str:
 
 def _overlay_png(domain, states: list[tuple[str, dict]], index: int) -> bytes:
     """One test image: the ground truth and each model's box-prompted masks outlined."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # optional: the 'sam' extra
 
-    from domains.sam.domain import load_in_place, shared_model
 
     it = domain.ds.item(domain.split("test")[index])
     img = it["image"].permute(1, 2, 0).clamp(0, 255).byte().numpy()
@@ -190,8 +198,6 @@ def _overlay_png(domain, states: list[tuple[str, dict]], index: int) -> bytes:
     for label, sd in states:
         load_in_place(model, sd)
         with torch.no_grad():
-            from domains.sam.coco import to_original
-            from domains.sam.modeling import predict_masks
 
             lg = predict_masks(model, [it["image"]], boxes=[it["boxes"]])[0]
         panels.append((label, (to_original(lg, it) > 0).numpy()))
@@ -221,7 +227,6 @@ def write_report(out: Path, report: dict, doms, states, overlays) -> None:
     md = markdown(report)
     atomic_write_bytes(out / "table4.md", md.encode())
     atomic_write_json(out / "report.json", report, indent=1)
-    import csv
 
     buf = io.StringIO()
     cols = ["pair", "score_a", "score_b", "avg", "similarity", "mean_merge_a", "mean_merge_b", "mean_merge_avg"]

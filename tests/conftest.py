@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os as _os
+import shutil as _shutil
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,6 @@ def toy_models(tmp_path):
 
 REPO = Path(__file__).resolve().parents[1]
 VECTOR_WORLD = REPO / "configs" / "vector_world.yaml"
-
-import os as _os
-import shutil as _shutil
 
 SHARED_DATA = Path(_os.environ.get("CYCLEQD_DATA", REPO.parent / "shared" / "data")).resolve()
 

@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.worlds import publish_stage as _stage, register_builder
+import torch
+
+from domains.mini import families as F
+from domains.mini import training as T
+from envs.rootfs import cache_root
+from harness.domain import DomainContext, build_domain
+from harness.episodes import ScriptedAgent
+from harness.errors import ConfigError
+from harness.worlds import publish_stage as _stage
+from harness.worlds import register_builder
 
 FAMILY_DOMAIN = {"code": "coding", "os": "os", "db": "db"}
 DEFAULTS: dict[str, Any] = {
@@ -50,7 +59,6 @@ _SOURCES = ("families.py", "training.py")
 def recipe(**params) -> dict:
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
-        from harness.errors import ConfigError
 
         raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
     r = {**DEFAULTS, **params}
@@ -61,7 +69,6 @@ def recipe(**params) -> dict:
 
 
 def world_dir(r: dict) -> Path:
-    from envs.rootfs import cache_root
 
     h = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "mini" / f"world-{h}"
@@ -73,7 +80,6 @@ def _write_jsonl(path: Path, rows) -> None:
 
 # -- data ---------------------------------------------------------------------------------------------------
 def _make_data(r: dict):
-    from domains.mini import families as F
 
     def make(tmp: Path) -> None:
         (tmp / "prompts").mkdir()
@@ -101,7 +107,6 @@ def task_params(family: str, data_file: str) -> dict:
 
 class _Recorder:
     """Wraps a scripted agent and keeps each sample's last request and reply."""
-
     def __init__(self, inner, prefill: str = ""):
         self.inner, self.prefill, self.last = inner, prefill, {}
 
@@ -117,9 +122,6 @@ class _Recorder:
 
 def record(family: str, data_root: Path, data_file: str, policy, keep_solved: bool, seed: int) -> list[list[dict]]:
     """Conversations of ``policy`` on a data file, through the real domain, env and judge."""
-    from harness.domain import DomainContext, build_domain
-    from harness.episodes import ScriptedAgent
-
     ctx = DomainContext(run_dir=data_root, seed=seed, data_root=data_root, base_dir=None)
     dom = build_domain(FAMILY_DOMAIN[family], task=f"mini-{family}", ctx=ctx, params=task_params(family, data_file))
     dom.setup()
@@ -141,7 +143,6 @@ def record(family: str, data_root: Path, data_file: str, policy, keep_solved: bo
 
 
 def _make_trajectories(r: dict, data: Path):
-    from domains.mini import families as F
 
     def make(tmp: Path) -> None:
         stats = {}
@@ -174,11 +175,8 @@ def _save(model, tok, out: Path, meta: dict) -> None:
 
 def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     """Build what is missing; return {"data_root", "base", "code", "os", "db", "all_data", "dir"}."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # optional: the 'llm' extra
 
-    from domains.mini import families as F
-    from domains.mini import training as T
 
     r = recipe(**params)
     root = world_dir(r)

@@ -25,7 +25,7 @@ def _quiet():
 
 class CocoSegmentation:
     def __init__(self, annotations: str | Path, images: str | Path | None = None, img_size: int = 1024):
-        from pycocotools.coco import COCO
+        from pycocotools.coco import COCO  # optional: the 'sam' extra
 
         self.ann_path = Path(annotations)
         self.image_dir = Path(images) if images else self.ann_path.parent / "images"
@@ -60,7 +60,7 @@ class CocoSegmentation:
         iid = self.image_ids[index]
         if iid in self._cache:
             return self._cache[iid]
-        from PIL import Image
+        from PIL import Image  # optional: the 'sam' extra
 
         info = self.coco.imgs[iid]
         path = self.image_dir / info["file_name"]
@@ -111,8 +111,8 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def coco_ap(ds: CocoSegmentation, predictions: list[dict]) -> float:
     """COCOeval segm AP (IoU 0.50:0.95) of ``[{"image_id", "mask" (H x W bool), "score"}]``."""
-    from pycocotools import mask as mask_utils
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools import mask as mask_utils  # optional: the 'sam' extra
+    from pycocotools.cocoeval import COCOeval  # optional: the 'sam' extra
 
     if not predictions:
         return 0.0

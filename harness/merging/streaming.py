@@ -14,7 +14,11 @@ from typing import Sequence
 import torch
 
 from harness.merging.generalized import MergeSpec, merge_tensor
-from harness.merging.safetensors_io import CheckpointReader, SafetensorsWriter, check_compatible
+from harness.merging.safetensors_io import (
+    CheckpointReader,
+    SafetensorsWriter,
+    check_compatible,
+)
 
 # Files an HF model directory carries besides its weights; copied from the base so the output loads.
 _SIDE_FILES = (

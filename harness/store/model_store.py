@@ -21,7 +21,11 @@ import torch
 from harness.errors import CheckpointError, NonFiniteError
 from harness.merging.generalized import merge_tensor
 from harness.merging.mutations import svd_of
-from harness.merging.safetensors_io import CheckpointReader, SafetensorsWriter, check_compatible
+from harness.merging.safetensors_io import (
+    CheckpointReader,
+    SafetensorsWriter,
+    check_compatible,
+)
 from harness.merging.streaming import copy_side_files
 from harness.registry import MUTATIONS
 from harness.store.recipes import (

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from domains.vector_world import build_vector_world
 from harness.domain import Domain, DomainContext, TaskResult, build_domain, get_domain
 from harness.errors import ConfigError
 from harness.merging.safetensors_io import CheckpointReader
-from domains.vector_world import build_vector_world
 
 CTX = DomainContext(run_dir=None, seed=0, data_root=None)
 

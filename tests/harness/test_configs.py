@@ -31,3 +31,23 @@ def test_sam_paper_config_stops_at_the_missing_checkpoint(tmp_path):
     assert [t.domain for t in cfg.tasks] == ["sam", "sam"] and cfg.tasks[0].params.model.variant == "vit_h"
     with pytest.raises(CheckpointError, match="no-sam"):
         Runner.create(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("engine.batch_sise=4", r"engine: .*batch_sise"),  # a typo in an engine key
+    ("engine.kind=tgi", r"engine.kind: unknown engine 'tgi'"),
+    ("tasks.0.domain=nope", r"tasks.\*.domain: unknown domain 'nope'"),
+    ("tasks.0.params.max_new_tokens=many", r"tasks.0.params"),  # a wrong type for a declared parameter
+    ("tasks.0.params.max_new_tokenz=8", r"tasks.0.params"),  # an unknown parameter
+    ("qd.mutation=svd_typo", r"qd.mutation: 'svd_typo' is not one of"),
+    ("model.builder.kind=nope", r"model.builder.kind: unknown world builder 'nope'"),
+    ("plugins=[surely_not_a_module]", r"plugins.0: cannot import plugin module"),
+])
+def test_bad_config_is_one_line_at_load_and_writes_nothing(tmp_path, override, message):
+    from harness.cli import main
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "configs" / "mini.yaml", [override])
+    assert main(["run", str(REPO / "configs" / "mini.yaml"), override, "--run-dir", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()

@@ -18,8 +18,8 @@ pytest.importorskip("pycocotools")
 from domains.sam.coco import CocoSegmentation, coco_ap, mask_iou, to_original  # noqa: E402
 from domains.sam.modeling import build_sam, convert_checkpoint, predict_masks  # noqa: E402
 from domains.sam.synthetic import KINDS, write_dataset  # noqa: E402
-from leaderboards.sam_table4 import box_baseline, pearson, task_vector_similarity  # noqa: E402
 from harness.errors import CheckpointError, ConfigError, HarnessError  # noqa: E402
+from leaderboards.sam_table4 import box_baseline, pearson, task_vector_similarity  # noqa: E402
 
 
 def test_tiny_sam_trains_through_box_prompts():

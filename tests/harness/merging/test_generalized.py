@@ -3,11 +3,11 @@ import torch
 
 from harness.errors import ConfigError
 from harness.merging.generalized import MergeSpec, merge_tensor
+from harness.merging.sparsify import dare_drop, magnitude_trim
 from harness.registry import MERGE_METHODS
 from harness.seeding import tensor_generator
 
 get_merge_method = MERGE_METHODS.get
-from harness.merging.sparsify import dare_drop, magnitude_trim
 
 T1 = torch.tensor([1.0, -2.0, 3.0, 0.5])
 T2 = torch.tensor([3.0, 2.0, -1.0, 0.5])

@@ -127,8 +127,8 @@ def test_progress_points_on_test_split_and_final_rows_only(tmp_path):
 
 
 def test_world_builder_may_ship_the_tasks_data_root(tmp_path, monkeypatch):
-    from harness.runner.worker import resolve_world
     from harness.registry import WORLD_BUILDERS
+    from harness.runner.worker import resolve_world
     from harness.worlds import register_builder
 
     cfg = load_config(VECTOR_WORLD)

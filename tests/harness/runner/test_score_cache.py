@@ -29,9 +29,9 @@ def test_a_second_run_reuses_the_experts_scores_and_ends_identical(tmp_path):
 
 
 def test_changed_expert_weights_miss_the_cache(tmp_path):
-    from domains.vector_world import build_vector_world
     from safetensors.torch import load_file
 
+    from domains.vector_world import build_vector_world
     from harness.merging.safetensors_io import save_state_dict
     from harness.runner.score_cache import ScoreCache
 
