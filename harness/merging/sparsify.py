@@ -39,6 +39,3 @@ def dare_drop(tau: torch.Tensor, p: float, generator: torch.Generator, rescale: 
     if rescale and p > 0:
         out = out / (1.0 - p)
     return out
-
-
-SPARSIFIERS = {"magnitude": magnitude_trim, "dare": dare_drop}
