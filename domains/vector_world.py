@@ -14,6 +14,7 @@ Everything (base, experts, directions, difficulties) is a deterministic function
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -94,11 +95,24 @@ def build_vector_world(out_dir: str | Path, *, world_seed: int = 0, n_tasks: int
 class VectorWorldDomain(Domain):
     """Task ``task_index`` of the vector world generated from ``world_seed``."""
 
-    def __init__(self, *, task, ctx, world_seed: int = 0, task_index: int = 0, n_tasks: int = 3,
-                 dim: int = 32, n_samples: int = 200):
-        super().__init__(task=task, ctx=ctx)
-        if not 0 <= task_index < n_tasks:
-            raise ValueError(f"task_index {task_index} not in [0, {n_tasks})")
+    @dataclass
+    class Params:
+        world_seed: int = 0
+        task_index: int = 0
+        n_tasks: int = 3
+        dim: int = 32
+        n_samples: int = 200
+
+        def validate(self) -> None:
+            if not 0 <= self.task_index < self.n_tasks:
+                raise ValueError(f"task_index {self.task_index} not in [0, {self.n_tasks})")
+            if self.dim < 1 or self.n_samples < 2:
+                raise ValueError(f"dim >= 1 and n_samples >= 2 needed, got {self.dim}, {self.n_samples}")
+
+    def __init__(self, *, task, ctx, params: Params):
+        super().__init__(task=task, ctx=ctx, params=params)
+        world_seed, task_index, n_tasks = params.world_seed, params.task_index, params.n_tasks
+        dim, n_samples = params.dim, params.n_samples
         self.base = base_weights(world_seed, dim)
         self.direction = task_directions(world_seed, dim, n_tasks)[task_index]
         self.norm2 = sum(float((d * d).sum()) for d in self.direction.values())

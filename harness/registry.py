@@ -234,6 +234,7 @@ for _name in ("model", "world_model", "merge", "cmaes", "nsga2", "policy_gradien
 LEADERBOARDS = Registry("leaderboard", config_key="leaderboard", base="harness.leaderboard:Leaderboard")
 LEADERBOARDS.lazy("mini", "leaderboards.mini_tables:LEADERBOARD")
 LEADERBOARDS.lazy("sam", "leaderboards.sam_table4:LEADERBOARD")
+LEADERBOARDS.lazy("table", "leaderboards.table:LEADERBOARD")
 
 # what `cycleqd run / resume / report` write from a run directory (tables, elite maps, plots)
 RUN_REPORTS = Registry("run report", config_key="report", check=callable)

@@ -165,3 +165,24 @@ def main_table(run_dir: str | Path) -> str:
 
 
 __all__ = ["emit_run", "markdown_table", "csv_table", "heatmap", "main_table"]
+
+
+# -- method x task tables (leaderboards of methods: mini Table 1 / 2, declarative tables) ----------------------
+def fmt_percent(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def method_rows(table: dict, tasks: list[str]) -> list[dict]:
+    """{label: {task: score}} -> rows with the label as ``method`` and the average over ``tasks``."""
+    return [{"method": name, **{t: s.get(t) for t in tasks}, "avg": sum(s[t] for t in tasks) / len(tasks)}
+            for name, s in table.items()]
+
+
+def percent_table(rows: list[dict] | dict, tasks: list[str], title: str, columns: dict | None = None) -> str:
+    """A Markdown table in percent, one row per method, one column per task and the average."""
+    rows = method_rows(rows, tasks) if isinstance(rows, dict) else rows
+    head = ["Method"] + [(columns or {}).get(t, t) for t in tasks] + ["Avg"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["method"]] + [fmt_percent(r[t]) for t in tasks] + [fmt_percent(r["avg"])]) + " |")
+    return "\n".join(lines) + "\n"

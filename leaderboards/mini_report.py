@@ -18,26 +18,13 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
-from leaderboards.emit import emit_run
+from leaderboards.emit import emit_run, fmt_percent, method_rows, percent_table
 
 COLUMNS = {"mini-code": "Code", "mini-os": "OS", "mini-db": "DB"}
 
 
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
-
-
-def table_rows(table: dict, tasks: list[str]) -> list[dict]:
-    return [{"method": name, **{t: s.get(t) for t in tasks}, "avg": sum(s[t] for t in tasks) / len(tasks)}
-            for name, s in table.items()]
-
-
 def markdown(rows: list[dict], tasks: list[str], title: str) -> str:
-    head = ["Method"] + [COLUMNS.get(t, t) for t in tasks] + ["Avg"]
-    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([r["method"]] + [_fmt(r[t]) for t in tasks] + [_fmt(r["avg"])]) + " |")
-    return "\n".join(lines) + "\n"
+    return percent_table(rows, tasks, title, COLUMNS)
 
 
 def csv_text(rows: list[dict], tasks: list[str]) -> str:
@@ -98,7 +85,7 @@ def _img(data: bytes | None) -> str:
 
 def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Path]:
     tasks = report["tasks"]
-    t1, t2 = table_rows(report["table1"], tasks), table_rows(report["table2"], tasks)
+    t1, t2 = method_rows(report["table1"], tasks), method_rows(report["table2"], tasks)
     v = f"{report['variant']} variant, seed {report['seed']}"
     md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + markdown(t2, tasks, f"Mini Table 2: ablations ({v})")
     written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
@@ -115,7 +102,7 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     def html_table(rows):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["Method", *[COLUMNS.get(t, t) for t in tasks], "Avg"])
         body = "".join("<tr>" + f"<td>{html.escape(r['method'])}</td>" +
-                       "".join(f"<td>{_fmt(r[t])}</td>" for t in [*tasks, "avg"]) + "</tr>" for r in rows)
+                       "".join(f"<td>{fmt_percent(r[t])}</td>" for t in [*tasks, "avg"]) + "</tr>" for r in rows)
         return f"<table><tr>{head}</tr>{body}</table>"
 
     sp = report.get("speed", {})

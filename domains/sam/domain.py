@@ -9,10 +9,12 @@ model is built once per process and each child's weights are copied into it in p
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Optional
 
 import torch
+from omegaconf import MISSING
 
 from domains.sam.coco import CocoSegmentation, coco_ap, mask_iou, to_original
 from domains.sam.modeling import VARIANTS, build_sam, predict_masks
@@ -24,7 +26,7 @@ from harness.domain import (
     register_domain,
 )
 from harness.episodes import split_of
-from harness.errors import CheckpointError, ConfigError
+from harness.errors import CheckpointError
 
 _MODELS: dict[str, torch.nn.Module] = {}
 
@@ -52,20 +54,41 @@ def load_in_place(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
         raise CheckpointError(f"sam: state dict has unexpected tensor {extra[0]!r}")
 
 
+@dataclass
+class SAMParams:
+    """``annotations``: a COCO json (relative to the data root); ``images``: their directory (default: beside
+    it); ``model``: {variant: tiny | vit_b | vit_l | vit_h, ...}; ``prompt``: box | point; ``metric``: the
+    quality, miou | ap."""
+
+    annotations: str = MISSING
+    images: Optional[str] = None
+    model: dict[str, Any] = field(default_factory=lambda: {"variant": "tiny"})
+    prompt: str = "box"
+    metric: str = "miou"
+    batch_size: int = 8
+    limit: Optional[int] = None
+
+    def validate(self) -> None:
+        if self.prompt not in ("box", "point"):
+            raise ValueError(f"prompt: {self.prompt!r} is not one of ['box', 'point']")
+        if self.metric not in ("miou", "ap"):
+            raise ValueError(f"metric: {self.metric!r} is not one of ['miou', 'ap']")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+
+
 @register_domain("sam")
 class SAMDomain(Domain):
-    def __init__(self, *, task, ctx, annotations: str, images: str | None = None, model: dict | None = None,
-                 prompt: str = "box", metric: str = "miou", batch_size: int = 8, limit: int | None = None):
-        super().__init__(task=task, ctx=ctx)
+    Params = SAMParams
+
+    def __init__(self, *, task, ctx, params: SAMParams):
+        super().__init__(task=task, ctx=ctx, params=params)
         root = Path(ctx.data_root) if ctx.data_root else Path(".")
-        self.ann_path = Path(annotations) if Path(annotations).is_absolute() else root / annotations
-        self.images = None if images is None else (Path(images) if Path(images).is_absolute() else root / images)
-        self.model_cfg = dict(model or {"variant": "tiny"})
-        if prompt not in ("box", "point"):
-            raise ConfigError(f"tasks.{task}.params.prompt: {prompt!r} is not one of ['box', 'point']")
-        if metric not in ("miou", "ap"):
-            raise ConfigError(f"tasks.{task}.params.metric: {metric!r} is not one of ['miou', 'ap']")
-        self.prompt, self.metric, self.batch_size, self.limit = prompt, metric, batch_size, limit
+        self.ann_path = Path(params.annotations) if Path(params.annotations).is_absolute() else root / params.annotations
+        self.images = None if params.images is None else (
+            Path(params.images) if Path(params.images).is_absolute() else root / params.images)
+        self.model_cfg = dict(params.model)
+        self.prompt, self.metric, self.batch_size, self.limit = params.prompt, params.metric, params.batch_size, params.limit
         self.ds = None
 
     def setup(self) -> None:
