@@ -73,16 +73,16 @@ REGISTERED = '''
 from dataclasses import dataclass
 
 import torch
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
+from harness.domain import register_domain
 from harness.worlds import register_builder
-from toy_ext import build
+from toy_ext import ToyDomain, build
 
 
 register_builder("toy_world")(build)
 
 
 @register_domain("toy")
-class TypedToyDomain(Domain):
+class TypedToyDomain(ToyDomain):
     @dataclass
     class Params:
         index: int = 0
@@ -93,16 +93,8 @@ class TypedToyDomain(Domain):
                 raise ValueError(f"n: need at least 2 samples, got {self.n}")
 
     def __init__(self, *, task, ctx, params):
-        super().__init__(task=task, ctx=ctx, params=params)
-        g = torch.Generator().manual_seed(params.index)
-        self.theta = torch.rand(params.n, generator=g) ** 2
-
-    def evaluate(self, state_dict, *, split):
-        v = float(state_dict["w"][self.params.index, self.params.index])
-        idx = range(0, len(self.theta), 2) if split == "opt" else range(1, len(self.theta), 2)
-        res = [SampleResult(f"{self.task}/{i}", SampleStatus.SOLVED if v >= self.theta[i] else SampleStatus.WRONG,
-                            float(v >= self.theta[i])) for i in idx]
-        return TaskResult(sum(r.score for r in res) / len(res), res)
+        super().__init__(task=task, ctx=ctx, index=params.index, n=params.n)
+        self.params = params
 '''
 
 REGISTERED_CONFIG = """
