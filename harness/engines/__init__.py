@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from harness.engines.base import ChatEngine
 from harness.errors import ConfigError
-from harness.episodes import Agent, ChatRequest
+from harness.episodes import CONTEXT_LIMIT, Agent, ChatRequest  # CONTEXT_LIMIT: engines answer it
 from harness.registry import ENGINES
 
 _ENGINES: dict[str, ChatEngine] = {}
