@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from envs.sandbox.base import ExecResult, ExecStatus, Limits, wait_capped
+from envs.sandbox.base import CodeSandbox, ExecResult, ExecStatus, Limits, wait_capped
 from harness.errors import HarnessError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -119,14 +119,14 @@ def _python_prefixes() -> list[str]:
     return [] if p.startswith("/usr") else [p]
 
 
-class LocalSandbox:
+class LocalSandbox(CodeSandbox):
     """Run commands in fresh bubblewrap sandboxes. One instance can serve many runs, serially or not."""
 
     def __init__(self, limits: Limits | None = None):
         ok, why = self.available()
         if not ok:
             raise HarnessError(f"local sandbox unavailable: {why}")
-        self.limits = limits or Limits()
+        super().__init__(limits)
         self.bwrap = shutil.which("bwrap")
         # the same interpreter version as the harness, standard library only
         self.python = os.path.join(os.path.realpath(sys.base_prefix), "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
