@@ -11,7 +11,9 @@ regular files only). The engine is the one that answers or a private dockerd (``
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import secrets
 import select
 import socket
@@ -250,9 +252,27 @@ def _tar_of(files: Mapping[str, bytes | str]) -> bytes:
     return buf.getvalue()
 
 
+def _stat(container, path: str) -> dict | None:
+    """The engine's stat of a path in the container, without following a final link (None: missing)."""
+    api = container.client.api
+    res = api.head(api._url("/containers/{0}/archive", container.id), params={"path": path})
+    if res.status_code != 200:
+        return None
+    try:
+        return json.loads(base64.b64decode(res.headers.get("X-Docker-Container-Path-Stat", "")))
+    except ValueError:
+        return None
+
+
 def _collect(container, path: str, max_bytes: int) -> bytes | None:
     """A regular file's bytes out of the container; None when missing, not a regular file (a link, a
-    directory, a device) or bigger than ``max_bytes``. The archive comes from the sandbox: hostile."""
+    directory, a device), under a linked directory, or bigger than ``max_bytes``. The archive comes from
+    the sandbox: hostile."""
+    parts = PurePosixPath(path).parts
+    for i in range(3, len(parts)):  # /work/a/b: /work/a must be a real directory, not a link elsewhere
+        st = _stat(container, str(PurePosixPath(*parts[:i])))
+        if st is None or st.get("linkTarget"):
+            return None
     try:
         stream, stat = container.get_archive(path)
     except docker.errors.NotFound:
