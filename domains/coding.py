@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 from tqdm import tqdm
 
-from envs.sandbox.base import ExecStatus, Limits
+from envs.sandbox.base import CodeSandbox, ExecStatus, Limits
 from harness.agent_domain import AgentDomain
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
 from harness.episodes import CONTEXT_LIMIT, Agent, ChatRequest, ScriptedAgent
@@ -232,14 +232,17 @@ DEFAULT_LIMITS = Limits(wall_s=120, cpu_s=120, memory_bytes=4 << 30, pids=32, ou
 
 
 class CodeExecutor:
-    """Runs a program on a task's inputs in a code sandbox of the registered kind ``backend``
-    (``harness.registry.CODE_SANDBOXES``); returns per-input results (or a failure)."""
+    """Runs a program on a task's inputs in a code sandbox; returns per-input results (or a failure).
+    ``sandbox``: a ``CodeSandbox`` built with ``limits``, or the registered kind to build (with
+    ``backend_params``: its keyword arguments)."""
 
-    def __init__(self, backend: str = "local", limits: Limits | None = None,
+    def __init__(self, sandbox: CodeSandbox | str = "local", limits: Limits | None = None,
                  backend_params: dict[str, Any] | None = None):
         self.limits = limits or DEFAULT_LIMITS
-        self.sandbox = CODE_SANDBOXES.get(backend)(limits=self.limits, **dict(backend_params or {}))
-        self.python = self.sandbox.python
+        if isinstance(sandbox, str):
+            sandbox = CODE_SANDBOXES.get(sandbox)(limits=self.limits, **dict(backend_params or {}))
+        self.sandbox = sandbox
+        self.python = sandbox.python
 
     def run(self, code: str, entry: str, inputs: Sequence, limits_s: Sequence[float], shapes: list | None = None,
             wall_cap_s: float | None = None):
@@ -307,7 +310,7 @@ class CodingDomain(AgentDomain):
     def setup(self) -> None:
         super().setup()
         self.system = self.system_path.read_text()
-        self.executor = CodeExecutor(self.params.backend, backend_params=self.params.backend_params)
+        self.executor = CodeExecutor(self.make_backend(CODE_SANDBOXES, limits=DEFAULT_LIMITS), DEFAULT_LIMITS)
 
     def close(self) -> None:
         if self.executor is not None:

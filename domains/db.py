@@ -194,7 +194,7 @@ class DBDomain(AgentDomain):
     def setup(self) -> None:
         super().setup()
         self.instruction = self.instruction_path.read_text()
-        self.backend = SQL_BACKENDS.get(self.params.backend)(**self.params.backend_params)
+        self.backend = self.make_backend(SQL_BACKENDS)
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         if self.backend is None:

@@ -205,7 +205,7 @@ class OSDomain(AgentDomain):
             shot = json.loads(self.oneshot_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HarnessError(f"{self.oneshot_path}: cannot read the one-shot example ({exc})") from None
-        self.shell_cls = EPISODE_SHELLS.get(self.params.backend)
+        self.shell_cls = self.backend_class(EPISODE_SHELLS, self.rootfs)  # built as cls(rootfs, **backend_params)
         self.rootfs = self.rootfs or str(ensure_rootfs())  # the Docker image is made from it too
         self.prefix = [{"role": "assistant" if m["role"] in ("agent", "assistant") else m["role"],
                         "content": m["content"]} for m in shot]

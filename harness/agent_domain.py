@@ -8,19 +8,24 @@ A subclass stays an adapter: the protocol (``run``, episodes), the environment i
 name (``harness.registry``: ``CODE_SANDBOXES``, ``EPISODE_SHELLS``, ``SQL_BACKENDS``) and the judge.
 
 Its ``Params`` dataclass (checked by ``harness.domain.parse_params``) holds at least ``data``, ``limit``,
-``engine`` (a free-form dict over the run's engine defaults) and ``max_new_tokens``. The domain may also be
+``engine`` (a free-form dict over the run's engine defaults) and ``max_new_tokens``; a domain with an
+environment adds ``backend`` (a registered name) and ``backend_params`` (the backend's keyword arguments)
+and builds it with ``make_backend(REGISTRY, *args)``. The domain may also be
 built with keyword arguments (``CodingDomain(task=..., ctx=..., limit=5)``): they are checked the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from harness.domain import Domain, DomainContext, TaskResult, parse_params
 from harness.engines import engine_agent
 from harness.episodes import Agent, load_samples, split_of
+from harness.errors import ConfigError
+from harness.registry import Registry
 
 REQUIRED_PARAMS = ("data", "limit", "engine", "max_new_tokens")
 
@@ -79,6 +84,22 @@ class AgentDomain(Domain):
 
     def setup(self) -> None:
         self.samples()
+
+    # -- the environment ----------------------------------------------------------------------------------
+    def backend_class(self, registry: Registry, *args: Any, **kw: Any) -> type:
+        """The kind ``params.backend`` of ``registry`` (a registered name, an alias or ``module:Class``),
+        checked against the arguments it will be built with: ``*args``, ``**kw`` and
+        ``params.backend_params``. An unknown kind or parameter is a one-line ConfigError."""
+        cls = registry.get(self.params.backend)
+        try:
+            inspect.signature(cls).bind(*args, **kw, **self.params.backend_params)
+        except TypeError as exc:
+            raise ConfigError(f"tasks.{self.task}.params.backend_params: {exc}") from None
+        return cls
+
+    def make_backend(self, registry: Registry, *args: Any, **kw: Any) -> Any:
+        """An instance of the kind ``params.backend``: ``cls(*args, **kw, **params.backend_params)``."""
+        return self.backend_class(registry, *args, **kw)(*args, **kw, **self.params.backend_params)
 
     # -- scoring a model --------------------------------------------------------------------------------
     def agent(self, state_dict: Mapping) -> Agent:

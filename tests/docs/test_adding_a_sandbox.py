@@ -89,3 +89,12 @@ def test_an_unknown_sandbox_is_a_one_line_config_error(ext, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tasks.*.params.backend" in err and "'nonesuch'" in err
+
+
+def test_unknown_sandbox_parameters_are_a_one_line_config_error(ext, capsys):
+    args = ["replay", "coding", "--data", str(ext / "data" / "tiny.jsonl"), "--data-root", str(ext / "data"),
+            "--backend", "counting_sandbox:CountingSandbox", "--param", "system=system.txt",
+            "--param", 'backend_params={"colour": "red"}']
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tasks.coding.params.backend_params" in err and "colour" in err
