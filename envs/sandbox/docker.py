@@ -372,7 +372,8 @@ class DockerSandbox(CodeSandbox):
                     ex.close_stdin()
 
                 threading.Thread(target=feed, daemon=True).start()
-            ended = _read_to_end(ex, lambda s, d: cap.add("err" if s == 2 else "out", d), t0 + lim.wall_s)
+            # the wall clock runs from the start of the program (as for a local process)
+            ended = _read_to_end(ex, lambda s, d: cap.add("err" if s == 2 else "out", d), time.monotonic() + lim.wall_s)
             self._kill_run(c)  # on time out, and background children of a finished command die with it
             if not ended:
                 _read_to_end(ex, lambda s, d: cap.add("err" if s == 2 else "out", d), time.monotonic() + 5)
