@@ -102,11 +102,14 @@ class _Exec:
             del self._buf[: 8 + size]
         return frames
 
-    def running(self) -> bool:
+    def finished(self) -> bool:
+        """Whether the process has exited. Not before it started: right after ``exec_start`` the engine may
+        not list it as running yet (no exit code then either)."""
         try:
-            return bool(self.api.exec_inspect(self.id)["Running"])
+            info = self.api.exec_inspect(self.id)
         except docker.errors.APIError:
-            return False
+            return True
+        return not info["Running"] and info["ExitCode"] is not None
 
     def exit_code(self, wait_s: float = 5.0) -> int | None:
         deadline = time.monotonic() + wait_s
@@ -115,8 +118,10 @@ class _Exec:
                 info = self.api.exec_inspect(self.id)
             except docker.errors.APIError:
                 return None
-            if not info["Running"] or time.monotonic() > deadline:
-                return info["ExitCode"] if not info["Running"] else None
+            if not info["Running"] and info["ExitCode"] is not None:
+                return info["ExitCode"]
+            if time.monotonic() > deadline:
+                return None
             time.sleep(0.02)
 
     def close(self) -> None:
@@ -143,7 +148,7 @@ def _read_to_end(ex: _Exec, sink, deadline: float, poll_s: float = 0.2) -> bool:
             return True
         if time.monotonic() - last_poll >= poll_s:
             last_poll = time.monotonic()
-            if not ex.running():
+            if ex.finished():
                 while True:  # what is already on the socket still counts
                     more = ex.recv(0.05)
                     if not more:
@@ -200,7 +205,7 @@ class DockerShell(InteractiveShell):
 
     @property
     def alive(self) -> bool:
-        return self.shell is not None and not self.shell.eof and self.shell.running()
+        return self.shell is not None and not self.shell.eof and not self.shell.finished()
 
     def _kill_foreground(self) -> None:
         _kill_all_but(self.container, [self.shell_pid])
