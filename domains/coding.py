@@ -17,13 +17,18 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from envs.sandbox.base import ExecStatus, Limits
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, ChatRequest, ScriptedAgent, load_samples, split_of
+from tqdm import tqdm
+
+from envs.sandbox.base import CodeSandbox, ExecStatus, Limits
+from harness.agent_domain import AgentDomain
+from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
+from harness.episodes import CONTEXT_LIMIT, Agent, ChatRequest, ScriptedAgent
 from harness.errors import HarnessError
+from harness.registry import CODE_SANDBOXES
 
 RUNNER = Path(__file__).with_name("coding_runner.py")
 PREFILL = "```python"
@@ -221,24 +226,23 @@ def outputs_match(expected: Any, got: Any, atol: float) -> bool:
 
 
 # -- execution ------------------------------------------------------------------------------------------
+# what a program gets by default: MBPP+'s slowest canonical solutions need minutes and gigabytes
+DEFAULT_LIMITS = Limits(wall_s=120, cpu_s=120, memory_bytes=4 << 30, pids=32, output_bytes=1 << 20,
+                        workdir_bytes=1536 << 20, file_bytes=1 << 30)
+
+
 class CodeExecutor:
-    """Runs a program on a task's inputs in a sandbox; returns per-input results (or a failure)."""
+    """Runs a program on a task's inputs in a code sandbox; returns per-input results (or a failure).
+    ``sandbox``: a ``CodeSandbox`` built with ``limits``, or the registered kind to build (with
+    ``backend_params``: its keyword arguments)."""
 
-    def __init__(self, backend: str = "local", limits: Limits | None = None):
-        self.limits = limits or Limits(wall_s=120, cpu_s=120, memory_bytes=4 << 30, pids=32, output_bytes=1 << 20,
-                                       workdir_bytes=1536 << 20, file_bytes=1 << 30)
-        if backend == "local":
-            from envs.sandbox.local import LocalSandbox
-
-            self.sandbox = LocalSandbox(self.limits)
-            self.python = self.sandbox.python
-        elif backend == "docker":
-            from envs.sandbox.docker import DockerSandbox
-
-            self.sandbox = DockerSandbox(limits=self.limits)
-            self.python = "python3"
-        else:
-            raise HarnessError(f"coding: unknown sandbox backend {backend!r} (local | docker)")
+    def __init__(self, sandbox: CodeSandbox | str = "local", limits: Limits | None = None,
+                 backend_params: dict[str, Any] | None = None):
+        self.limits = limits or DEFAULT_LIMITS
+        if isinstance(sandbox, str):
+            sandbox = CODE_SANDBOXES.get(sandbox)(limits=self.limits, **dict(backend_params or {}))
+        self.sandbox = sandbox
+        self.python = sandbox.python
 
     def run(self, code: str, entry: str, inputs: Sequence, limits_s: Sequence[float], shapes: list | None = None,
             wall_cap_s: float | None = None):
@@ -259,42 +263,59 @@ class CodeExecutor:
                     break  # a line cut by a kill: the rest never ran
         return res, records
 
+    def close(self) -> None:
+        self.sandbox.close()
+
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("CYCLEQD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cycleqd"))
 
 
+@dataclass
+class CodingParams:
+    data: str = "mbppplus/mbppplus.jsonl"
+    system: str = "prompts/mbpp_system.txt"
+    backend: str = "local"  # a registered code sandbox (harness.registry.CODE_SANDBOXES): local | docker | ...
+    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
+    per_input_s: float = 1.0  # an input's time limit: max(per_input_s, time_factor * the canonical seconds)
+    time_factor: float = 4.0
+    workers: int = 2  # completions judged at once
+    limit: Optional[int] = None  # the first ``limit`` samples only
+    plus: bool = True  # judge the plus inputs too (reported beside the base pass@1)
+    engine: Optional[dict[str, Any]] = None  # over the run's engine defaults
+    max_new_tokens: int = 512
+    canonical_limit_s: float = 120.0
+    canonical_wall_s: float = 600.0
+
+
 @register_domain("coding")
-class CodingDomain(Domain):
+class CodingDomain(AgentDomain):
     """MBPP+ through the sandbox. Quality = base pass@1; ``detail`` carries the plus verdict too."""
 
-    def __init__(self, *, task, ctx, data: str = "mbppplus/mbppplus.jsonl", system: str = "prompts/mbpp_system.txt",
-                 backend: str = "local", per_input_s: float = 1.0, time_factor: float = 4.0, workers: int = 2,
-                 limit: int | None = None, plus: bool = True, engine: dict | None = None, max_new_tokens: int = 512,
-                 canonical_limit_s: float = 120.0, canonical_wall_s: float = 600.0):
-        super().__init__(task=task, ctx=ctx)
-        root = Path(ctx.data_root) if ctx.data_root else Path(".")
-        self.data_path = Path(data) if Path(data).is_absolute() else root / data
-        self.system_path = Path(system) if Path(system).is_absolute() else root / system
-        self.backend, self.per_input_s, self.time_factor, self.workers = backend, per_input_s, time_factor, workers
-        self.canonical_limit_s, self.canonical_wall_s = canonical_limit_s, canonical_wall_s
-        self.limit, self.plus, self.engine_cfg, self.max_new_tokens = limit, plus, engine, max_new_tokens
-        self._samples: list[dict] | None = None
+    Params = CodingParams
+    required = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input")
+    split_key = "coding"
+    prefill = PREFILL
+    stop = ("Instruction:", "Instruction", "Response:", "Response")
+
+    def __init__(self, *, task, ctx, params: CodingParams | None = None, **kwargs: Any):
+        super().__init__(task=task, ctx=ctx, params=params, **kwargs)
+        self.system: str | None = None
         self.executor: CodeExecutor | None = None
 
+    @property
+    def system_path(self) -> Path:
+        return self.path(self.params.system)
+
     def setup(self) -> None:
-        self.samples()
+        super().setup()
         self.system = self.system_path.read_text()
-        self.executor = CodeExecutor(self.backend)
+        self.executor = CodeExecutor(self.make_backend(CODE_SANDBOXES, limits=DEFAULT_LIMITS), DEFAULT_LIMITS)
 
-    def samples(self) -> list[dict]:
-        if self._samples is None:
-            self._samples = load_samples(self.data_path, self.limit,
-                                         ("task_id", "prompt", "entry_point", "canonical_solution", "base_input"))
-        return self._samples
-
-    def split(self, name: str) -> list[int]:
-        return split_of(len(self.samples()), self.ctx.seed, f"coding:{self.data_path.name}", name)
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
 
     def messages(self, sample: dict) -> list[dict]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user_turn(sample)}]
@@ -310,7 +331,8 @@ class CodingDomain(Domain):
         if path.exists():
             return json.loads(path.read_text())
         res, recs = self.executor.run(sample["canonical_solution"], sample["entry_point"], inputs,
-                                      [self.canonical_limit_s] * len(inputs), shapes, wall_cap_s=self.canonical_wall_s)
+                                      [self.params.canonical_limit_s] * len(inputs), shapes,
+                                      wall_cap_s=self.params.canonical_wall_s)
         if len(recs) != len(inputs) or not all(r["ok"] for r in recs):
             bad = next((r for r in recs if not r["ok"]), None)
             raise HarnessError(f"{sample['task_id']}: the canonical solution fails on the {part} inputs in the "
@@ -324,8 +346,6 @@ class CodingDomain(Domain):
 
     # -- judging one completion ---------------------------------------------------------------------------
     def judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
-        from harness.engines import CONTEXT_LIMIT
-
         detail: dict[str, Any] = {"task_id": sample["task_id"]}
         if completion == CONTEXT_LIMIT:
             return SampleResult(sample_id, SampleStatus.CONTEXT_LIMIT, 0.0, detail)
@@ -335,7 +355,7 @@ class CodingDomain(Domain):
                                 f"definition of {sample['entry_point']!r}"})
         detail["base"] = detail["plus"] = None
         status = SampleStatus.SOLVED
-        for part in ("base", "plus") if self.plus and sample.get("plus_input") else ("base",):
+        for part in ("base", "plus") if self.params.plus and sample.get("plus_input") else ("base",):
             try:
                 exp = self.expected(sample, part)
             except HarnessError as exc:
@@ -344,7 +364,7 @@ class CodingDomain(Domain):
                 detail["plus_error"] = str(exc)  # the plus column is unknown; the base verdict stands
                 break
             inputs = sample["base_input"] if part == "base" else sample["plus_input"]
-            limits = [max(self.per_input_s, self.time_factor * t) for t in exp["seconds"]]
+            limits = [max(self.params.per_input_s, self.params.time_factor * t) for t in exp["seconds"]]
             ok, why = self._check(code, sample, inputs, exp["out"], limits)
             detail[part] = ok
             if not ok:
@@ -382,27 +402,17 @@ class CodingDomain(Domain):
         return True, {}
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
-        from tqdm import tqdm
-
         if self.executor is None:
             self.setup()
         samples = self.samples()
-        idx = list(range(len(samples))) if indices is None else list(indices)
+        idx = self.indices(indices)
         reqs = [ChatRequest(f"coding/{i}", self.messages(samples[i]), samples[i], 0) for i in idx]
         completions = agent.respond(reqs)
-        with ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.params.workers) as pool:
             futs = [pool.submit(self.judge, r.sample_id, samples[i], c) for r, i, c in zip(reqs, idx, completions)]
             results = [f.result() for f in tqdm(futs, desc=self.task, disable=not progress, leave=False)]
         quality = sum(r.score for r in results) / max(len(results), 1)
         return TaskResult(quality, results)
-
-    def evaluate(self, state_dict, *, split: str) -> TaskResult:
-        from harness.engines import engine_agent
-
-        agent = engine_agent(self.engine_cfg, state_dict, prefill=PREFILL,
-                             stop=["Instruction:", "Instruction", "Response:", "Response"],
-                             max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir, defaults=self.ctx.engine)
-        return self.run(agent, self.split(split))
 
     def scripted_agent(self, kind: str) -> Agent:
         policies = {

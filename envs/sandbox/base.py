@@ -1,4 +1,18 @@
-"""What every sandbox promises: run a command under limits, say how it ended, never trust it."""
+"""What every sandbox promises: run a command under limits, say how it ended, never trust it.
+
+Two kinds of sandbox, each an abstract base that the registries of ``harness.registry`` check:
+
+- ``CodeSandbox``: one-shot runs of a program (``run(argv, files=..., stdin=..., limits=..., env=...,
+  collect=...) -> ExecResult``), each in a fresh, throw-away environment; ``python`` names the interpreter
+  inside. Built as ``cls(limits=..., **backend_params)``. Registered in ``CODE_SANDBOXES``
+  (``bubblewrap``/``local``: ``envs.sandbox.local.LocalSandbox``; ``docker``:
+  ``envs.sandbox.docker.DockerSandbox``).
+- ``EpisodeShell``: the persistent interactive root shell of one multi-turn OS episode (``run`` a command
+  in it, ``exec`` an independent process in the same system, ``close`` destroys everything). Built as
+  ``cls(rootfs, limits=..., **backend_params)``. Registered in ``EPISODE_SHELLS`` (``rootfs``/``local``:
+  ``envs.sandbox.rootfs_shell.RootfsShell``; ``docker``: ``envs.sandbox.docker.DockerShell``); the
+  sentinel protocol they share is ``envs.sandbox.shell.InteractiveShell``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +21,10 @@ import signal
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 TRUNCATION_MARKER = b"\n[output truncated by the sandbox]"
 
@@ -33,6 +49,12 @@ class Limits:
     output_bytes: int = 1 << 20  # stdout + stderr kept; more kills the run
 
 
+# what an OS episode gets unless told otherwise (nofile as Docker's default, 1048576: AgentBench scripts
+# such as ``echo 123321>/var/x`` open high-numbered descriptors)
+EPISODE_LIMITS = Limits(wall_s=10, cpu_s=60, memory_bytes=1 << 30, pids=512, output_bytes=1 << 20,
+                        workdir_bytes=512 << 20, file_bytes=256 << 20, nofile=1 << 20)
+
+
 @dataclass
 class ExecResult:
     returncode: int | None
@@ -47,26 +69,143 @@ class ExecResult:
         return self.status == ExecStatus.OK and self.returncode == 0
 
 
+@dataclass
+class ShellOutput:
+    output: str
+    exit_code: int | None
+    status: ExecStatus
+    truncated: bool = False
+
+
+# -- the interfaces -----------------------------------------------------------------------------------
+class CodeSandbox(ABC):
+    """Runs programs in fresh sandboxes; one instance serves many runs, serially or from several threads.
+
+    Subclasses take ``limits`` (the default limits of a run) and their own keyword parameters (a task's
+    ``backend_params``), and set ``python``: the interpreter inside (the standard library only)."""
+
+    python: str = "python3"
+    limits: Limits
+
+    def __init__(self, limits: Limits | None = None, **backend_params: Any):
+        if backend_params:
+            raise TypeError(f"{type(self).__name__}: unknown parameters {sorted(backend_params)}")
+        self.limits = limits or Limits()
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether this kind can run here, and why not (``cycleqd doctor``)."""
+        return True, ""
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, files: Mapping[str, bytes | str] | None = None,
+            stdin: bytes | None = None, limits: Limits | None = None, env: Mapping[str, str] | None = None,
+            collect: Sequence[str] = ()) -> ExecResult:
+        """Run ``argv`` in a fresh sandbox whose working directory holds ``files``; ``collect`` names files
+        of the working directory to return in ``detail["files"]`` (bytes, or None when absent)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EpisodeShell(ABC):
+    """One OS episode's environment: a persistent root shell in a throw-away copy of a root filesystem.
+
+    ``rootfs`` is the root filesystem the episode starts from (``envs.rootfs.ensure_rootfs()``); subclasses
+    take ``limits`` and their own keyword parameters (a task's ``backend_params``). Use as a context
+    manager; ``close()`` destroys everything the episode did."""
+
+    limits: Limits
+
+    def __init__(self, rootfs: str | Path | None = None, limits: Limits | None = None, **backend_params: Any):
+        if backend_params:
+            raise TypeError(f"{type(self).__name__}: unknown parameters {sorted(backend_params)}")
+        self.limits = limits or EPISODE_LIMITS
+
+    @abstractmethod
+    def run(self, command: str, timeout: float | None = None, raw: bool = False) -> ShellOutput:
+        """Run ``command`` in the persistent shell (cwd, variables, ``su`` persist). ``raw`` sends it as
+        typed (``start`` commands such as ``su - user`` read the following lines from the shell's input)."""
+
+    @abstractmethod
+    def exec(self, argv: Sequence[str], timeout: float | None = None) -> tuple[int | None, str, ExecStatus]:
+        """Run ``argv`` as an independent process in the episode's system (init and check scripts):
+        exit code, stdout and stderr merged (capped), status."""
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the shell still runs."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Destroy the episode."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- shared machinery ---------------------------------------------------------------------------------
+class CappedOutput:
+    """stdout and stderr of one run, kept up to ``limit`` bytes together; more calls ``kill`` once (from
+    another thread: a writer blocked on a full pipe may stall the very kill) while the caller keeps
+    draining."""
+
+    def __init__(self, limit: int, kill: Callable[[], None]):
+        self.limit, self.kill = limit, kill
+        self.bufs = {"out": bytearray(), "err": bytearray()}
+        self.over = threading.Event()
+        self._lock = threading.Lock()
+
+    def add(self, key: str, chunk: bytes) -> None:
+        with self._lock:
+            room = self.limit - len(self.bufs["out"]) - len(self.bufs["err"])
+            if room > 0:
+                self.bufs[key] += chunk[:room]
+            if len(chunk) > room and not self.over.is_set():
+                self.over.set()
+                threading.Thread(target=self.kill, daemon=True).start()
+
+    def result(self, rc: int | None, *, timed_out: bool, oom: bool, t0: float) -> ExecResult:
+        """Classify the ending; a cut output ends with the visible truncation marker."""
+        if self.over.is_set():
+            status = ExecStatus.OUTPUT_LIMIT
+        elif oom:
+            status = ExecStatus.MEMORY
+        elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            status = ExecStatus.TIMEOUT
+        else:
+            status = ExecStatus.OK
+        out, err = bytes(self.bufs["out"]), bytes(self.bufs["err"])
+        if self.over.is_set():
+            if err:
+                err += TRUNCATION_MARKER
+            else:
+                out += TRUNCATION_MARKER
+        return ExecResult(rc, out, err, status, time.monotonic() - t0)
+
+
 def wait_capped(proc: subprocess.Popen, kill_tree: Callable[[], None], lim: Limits, stdin: bytes | None, t0: float,
                 oom: Callable[[], bool] = lambda: False) -> ExecResult:
     """Feed stdin, keep at most ``lim.output_bytes`` of output (more kills the run), enforce the wall clock,
     and classify the ending. ``kill_tree`` kills every process of the run."""
-    bufs = {"out": bytearray(), "err": bytearray()}
-    over = threading.Event()
+    cap = CappedOutput(lim.output_bytes, kill_tree)
 
     def pump(stream, key):
         while True:
             chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
             if not chunk:
                 return
-            room = lim.output_bytes - len(bufs["out"]) - len(bufs["err"])
-            if room > 0:
-                bufs[key] += chunk[:room]
-            if len(chunk) > room and not over.is_set():
-                over.set()
-                # kill from another thread and keep draining: a writer blocked on a full pipe may stall
-                # the very kill (a docker exec behind a stuck stream)
-                threading.Thread(target=kill_tree, daemon=True).start()
+            cap.add(key, chunk)
 
     threads = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
                threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
@@ -89,19 +228,4 @@ def wait_capped(proc: subprocess.Popen, kill_tree: Callable[[], None], lim: Limi
     kill_tree()  # background children of a finished command die with it
     for t in threads:
         t.join(timeout=5)
-    rc = proc.returncode
-    if over.is_set():
-        status = ExecStatus.OUTPUT_LIMIT
-    elif oom():
-        status = ExecStatus.MEMORY
-    elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-        status = ExecStatus.TIMEOUT
-    else:
-        status = ExecStatus.OK
-    out, err = bytes(bufs["out"]), bytes(bufs["err"])
-    if over.is_set():
-        if err:
-            err += TRUNCATION_MARKER
-        else:
-            out += TRUNCATION_MARKER
-    return ExecResult(rc, out, err, status, time.monotonic() - t0)
+    return cap.result(proc.returncode, timed_out=timed_out, oom=oom(), t0=t0)

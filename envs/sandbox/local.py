@@ -16,6 +16,7 @@ import resource
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from envs.sandbox.base import ExecResult, ExecStatus, Limits, wait_capped
+from envs.sandbox.base import CodeSandbox, ExecResult, ExecStatus, Limits, wait_capped
 from harness.errors import HarnessError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -112,6 +113,27 @@ class Cgroup:
                     time.sleep(0.01)
 
 
+def _read_collected(work: Path, name: str, max_bytes: int) -> bytes | None:
+    """A regular file the run left in its workdir, or None: missing, a link (a hostile run may point
+    ``results.jsonl`` at a host file; the harness reads as root), not a regular file, or too big."""
+    path = work / name
+    root, parent = os.path.realpath(work), os.path.realpath(path.parent)
+    if parent != root and not parent.startswith(root + os.sep):  # a linked directory on the way
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+
+
 def _python_prefixes() -> list[str]:
     """The base interpreter's installation (not the virtualenv: sandboxed code gets the standard library
     only), bound read-only so sandboxed code can run Python."""
@@ -119,14 +141,14 @@ def _python_prefixes() -> list[str]:
     return [] if p.startswith("/usr") else [p]
 
 
-class LocalSandbox:
+class LocalSandbox(CodeSandbox):
     """Run commands in fresh bubblewrap sandboxes. One instance can serve many runs, serially or not."""
 
     def __init__(self, limits: Limits | None = None):
         ok, why = self.available()
         if not ok:
             raise HarnessError(f"local sandbox unavailable: {why}")
-        self.limits = limits or Limits()
+        super().__init__(limits)
         self.bwrap = shutil.which("bwrap")
         # the same interpreter version as the harness, standard library only
         self.python = os.path.join(os.path.realpath(sys.base_prefix), "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
@@ -182,7 +204,7 @@ class LocalSandbox:
                 start_new_session=True)
             result = wait_capped(proc, cg.kill_all, lim, stdin, t0, oom=cg.oom_killed)
             if collect:
-                result.detail["files"] = {c: (work / c).read_bytes() if (work / c).is_file() else None for c in collect}
+                result.detail["files"] = {c: _read_collected(work, c, lim.file_bytes) for c in collect}
             return result
         except (OSError, subprocess.CalledProcessError) as exc:
             return ExecResult(None, b"", str(exc).encode(), ExecStatus.ENV_ERROR, time.monotonic() - t0,

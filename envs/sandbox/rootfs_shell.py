@@ -18,7 +18,9 @@ namespaces and root with ``nsenter`` + ``chroot``.
 from __future__ import annotations
 
 import os
+import resource
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -26,9 +28,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from envs.rootfs import ensure_rootfs
 from envs.sandbox.base import ExecStatus, Limits
-from envs.sandbox.shell import InteractiveShell, ShellOutput  # noqa: F401 - ShellOutput re-exported
 from envs.sandbox.local import Cgroup
+from envs.sandbox.shell import InteractiveShell, ShellOutput  # noqa: F401 - ShellOutput re-exported
 from harness.errors import HarnessError
 
 KEEP_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
@@ -45,28 +48,26 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 def _nofile_cap(n: int) -> int:
     """No higher than this process's hard limit (raising it needs CAP_SYS_RESOURCE, which a container
     may lack)."""
-    import resource
-
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return n if hard == resource.RLIM_INFINITY else min(n, hard)
 
 
 class RootfsShell(InteractiveShell):
-    """One episode's environment. Use as a context manager; ``close()`` destroys everything."""
+    """One episode's environment. Use as a context manager; ``close()`` destroys everything.
 
-    def __init__(self, rootfs: str | Path, limits: Limits | None = None, network: bool = False):
+    ``rootfs``: the root filesystem (default: the cached one, built on first use); ``network``: keep the
+    host's network (default: a network namespace with only a loopback)."""
+
+    def __init__(self, rootfs: str | Path | None = None, limits: Limits | None = None, *, network: bool = False):
+        super().__init__(rootfs, limits)
         if os.geteuid() != 0:
             raise HarnessError("os sandbox: needs root (namespaces, overlay, chroot, cgroups)")
         for tool in ("unshare", "nsenter", "chroot", "mount"):
             if not shutil.which(tool):
                 raise HarnessError(f"os sandbox: {tool} not found (util-linux)")
-        self.rootfs = Path(rootfs)
+        self.rootfs = Path(rootfs) if rootfs else ensure_rootfs()
         if not (self.rootfs / "usr" / "bin" / "setpriv").exists():
             raise HarnessError(f"os sandbox: {self.rootfs} is not a root filesystem with setpriv (util-linux)")
-        # nofile as Docker's default (1048576): AgentBench scripts such as ``echo 123321>/var/x`` open
-        # high-numbered descriptors
-        self.limits = limits or Limits(wall_s=10, cpu_s=60, memory_bytes=1 << 30, pids=512, output_bytes=1 << 20,
-                                       workdir_bytes=512 << 20, file_bytes=256 << 20, nofile=1 << 20)
         self.dir = Path(tempfile.mkdtemp(prefix="cycleqd-os-"))
         self.merged = self.dir / "merged"
         self.cg = None
@@ -105,7 +106,8 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
              "/bin/sh", "-c", setup],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=self._preexec,
             start_new_session=True, env=SETUP_ENV)
-        self._attach()
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
         first = self.run("echo ready", timeout=30)
         if first.output.strip() != "ready":
             raise HarnessError(f"os sandbox: the episode shell did not start: {first.output[-300:]!r}")
@@ -117,8 +119,6 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
                 f"/usr/bin/env -i {' '.join(ENV)}")
 
     def _preexec(self) -> None:
-        import resource
-
         self.cg.join_self()
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.limits.file_bytes,) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (_nofile_cap(self.limits.nofile),) * 2)
@@ -150,11 +150,23 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
         subprocess.run(["umount", "-l", str(self.dir)], capture_output=True, env=SETUP_ENV)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "RootfsShell":
-        return self
+    # -- the transport: pipes to the shell process ---------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _recv(self, timeout: float) -> bytes | None:
+        r, _, _ = select.select([self._fd], [], [], timeout)
+        if not r:
+            return None
+        try:
+            return os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return None
 
     def _kill_foreground(self) -> None:
         """Kill every process of the episode but the shell itself and its unshare parent."""
@@ -172,4 +184,17 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
             return None, "", ExecStatus.ENV_ERROR
         cmd = ["nsenter", "-t", str(self.ns_pid), "-m", "-p", "-i", "-u", "-n", "--",
                *self._enter_root().split(), *argv]
-        return self._exec_to_file(cmd, timeout, preexec_fn=self._preexec, env=SETUP_ENV)
+        # output goes to a file, not a pipe: a script that leaves background jobs behind (``sleep 60 &``)
+        # is finished when it exits, as in the Docker shell; stdout and stderr are merged, as there
+        with tempfile.TemporaryFile() as out:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 preexec_fn=self._preexec, env=SETUP_ENV)
+            try:
+                rc, status = p.wait(timeout=timeout or self.limits.wall_s), ExecStatus.OK
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self._kill_foreground()
+                rc, status = None, ExecStatus.TIMEOUT
+            out.seek(0)
+            return rc, out.read(self.limits.output_bytes).decode("utf-8", "replace"), status

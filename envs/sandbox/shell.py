@@ -1,70 +1,42 @@
-"""The interactive-shell protocol shared by the OS sandboxes (rootfs + namespaces, Docker).
+"""The interactive-shell protocol shared by the OS episode shells (rootfs + namespaces, Docker).
 
-A persistent ``bash`` reads commands on stdin. Each command is sent wrapped so that its output ends with
-a sentinel line carrying its exit code; output is read up to that line with a cap and a timeout. A
+A persistent ``bash`` reads commands on its input. Each command is sent wrapped so that its output ends
+with a sentinel line carrying its exit code; output is read up to that line with a cap and a timeout. A
 command that outlives its timeout has its processes killed (``_kill_foreground``) and the shell goes on.
+Subclasses provide the transport to the shell (``_send``, ``_recv``: a pipe to a local process, a socket
+to a container's exec) and ``_kill_foreground``.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import select
 import time
-from dataclasses import dataclass
+from abc import abstractmethod
 
-from envs.sandbox.base import ExecStatus, Limits
+from envs.sandbox.base import EpisodeShell, ExecStatus, ShellOutput
 
-
-@dataclass
-class ShellOutput:
-    output: str
-    exit_code: int | None
-    status: ExecStatus
-    truncated: bool = False
+__all__ = ["InteractiveShell", "ShellOutput"]
 
 
-class InteractiveShell:
-    """Subclasses start ``self.proc`` (stdin/stdout pipes to the shell), call ``_attach()``, and implement
-    ``_kill_foreground``, ``exec`` and ``close``."""
+class InteractiveShell(EpisodeShell):
+    """``run`` over a transport; subclasses implement ``_send``, ``_recv``, ``_kill_foreground``, ``exec``,
+    ``alive`` and ``close``."""
 
-    limits: Limits
-    proc = None
+    @abstractmethod
+    def _send(self, data: bytes) -> None:
+        """Write to the shell's input (OSError when it is gone)."""
 
-    def _attach(self) -> None:
-        self._fd = self.proc.stdout.fileno()
-        os.set_blocking(self._fd, False)
+    @abstractmethod
+    def _recv(self, timeout: float) -> bytes | None:
+        """The shell's next output (stdout and stderr merged): None when nothing came within ``timeout``
+        seconds, b"" when the shell's output ended."""
 
+    @abstractmethod
     def _kill_foreground(self) -> None:
-        raise NotImplementedError
-
-    def _exec_to_file(self, cmd, timeout: float | None, **popen) -> tuple[int | None, str, ExecStatus]:
-        """Run an independent process of the episode. Output goes to a file, not a pipe: a script that
-        leaves background jobs behind (``sleep 60 &``) is finished when it exits, as with ``docker exec``;
-        stdout and stderr are merged, as there. On timeout the episode's foreground processes die."""
-        import subprocess
-        import tempfile
-
-        with tempfile.TemporaryFile() as out:
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **popen)
-            try:
-                rc, status = p.wait(timeout=timeout or self.limits.wall_s), ExecStatus.OK
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                self._kill_foreground()
-                rc, status = None, ExecStatus.TIMEOUT
-            out.seek(0)
-            return rc, out.read(self.limits.output_bytes).decode("utf-8", "replace"), status
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Kill every process of the episode but the shell itself (and the episode's init)."""
 
     # -- the interactive shell ----------------------------------------------------------------------
     def run(self, command: str, timeout: float | None = None, raw: bool = False) -> ShellOutput:
-        """Run ``command`` in the persistent shell. ``raw`` sends it as typed (``start`` commands such as
-        ``su - user`` must read the following lines from the shell's own input)."""
         if not self.alive:
             return ShellOutput("", None, ExecStatus.ENV_ERROR)
         timeout = self.limits.wall_s if timeout is None else timeout
@@ -74,9 +46,8 @@ class InteractiveShell:
         else:
             payload = f"{{ {command}\n}} </dev/null 2>&1; printf '\\n{mark} %s\\n' \"$?\"\n"
         try:
-            self.proc.stdin.write(payload.encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            self._send(payload.encode())
+        except OSError:
             return ShellOutput("", None, ExecStatus.ENV_ERROR)
         out, code, status, truncated = self._read_until(mark.encode(), timeout)
         if status == ExecStatus.TIMEOUT:
@@ -111,13 +82,9 @@ class InteractiveShell:
             left = deadline - time.monotonic()
             if left <= 0:
                 return bytes(kept) + bytes(buf[: max(0, cap - len(kept))]), None, ExecStatus.TIMEOUT, truncated
-            r, _, _ = select.select([self._fd], [], [], min(left, 0.5))
-            if r:
-                try:
-                    chunk = os.read(self._fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if not chunk:  # the shell exited
-                    return bytes(kept) + bytes(buf[: max(0, cap - len(kept))]), None, ExecStatus.ENV_ERROR, truncated
-                buf += chunk
-
+            chunk = self._recv(min(left, 0.5))
+            if chunk is None:
+                continue
+            if not chunk:  # the shell exited
+                return bytes(kept) + bytes(buf[: max(0, cap - len(kept))]), None, ExecStatus.ENV_ERROR, truncated
+            buf += chunk

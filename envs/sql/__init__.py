@@ -1,5 +1,8 @@
-"""SQL backends for the DB domain: one fresh database per sample, hostile statements contained."""
+"""SQL backends for the DB domain: one fresh database per sample, hostile statements contained.
 
-from envs.sql.base import SQLBackend, SQLDatabase, SQLResult, TableSpec, get_backend
+Backends are found by name through ``harness.registry.SQL_BACKENDS`` (``SQL_BACKENDS.get(kind)(**params)``).
+"""
 
-__all__ = ["SQLBackend", "SQLDatabase", "SQLResult", "TableSpec", "get_backend"]
+from envs.sql.base import SQLBackend, SQLDatabase, SQLResult, TableSpec
+
+__all__ = ["SQLBackend", "SQLDatabase", "SQLResult", "TableSpec"]

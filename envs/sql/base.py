@@ -12,8 +12,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from harness.errors import ConfigError
-
 MAX_FETCH_ROWS = 1000  # observations are cut at 800 characters; 1000 rows always exceed that
 GROUP_CONCAT_MAX_LEN = 1024  # MySQL's default group_concat_max_len (bytes)
 
@@ -108,6 +106,10 @@ class SQLDatabase(ABC):
 
 
 class SQLBackend(ABC):
+    """Hands out one fresh database per sample. Registered in ``harness.registry.SQL_BACKENDS`` and built
+    as ``cls(**backend_params)`` (a task's ``backend_params``): ``sqlite`` (``envs.sql.sqlite``) and
+    ``mariadb`` / ``mysql`` (``envs.sql.mariadb``)."""
+
     name = "sql"
 
     @abstractmethod
@@ -117,14 +119,3 @@ class SQLBackend(ABC):
     def close(self) -> None:  # noqa: B027
         pass
 
-
-def get_backend(kind: str, **kw) -> SQLBackend:
-    if kind == "sqlite":
-        from envs.sql.sqlite import SQLiteBackend
-
-        return SQLiteBackend(**kw)
-    if kind in ("mariadb", "mysql"):
-        from envs.sql.mariadb import MariaDBBackend
-
-        return MariaDBBackend(**kw)
-    raise ConfigError(f"backend: unknown SQL backend {kind!r} (sqlite | mariadb)")

@@ -20,8 +20,21 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from envs.docker_engine import client, ensure_image, owner_labels
+from envs.rootfs import ensure_rootfs
 from envs.sql.base import MAX_FETCH_ROWS, SQLBackend, SQLDatabase, SQLResult, TableBuildError, TableSpec, quote_ident
 from harness.errors import HarnessError
+
+try:
+    import pymysql  # optional: the 'envs' extra (MySQL client)
+except ImportError:  # pragma: no cover - MariaDBBackend reports it
+    pymysql = None
+
+
+def _pymysql():
+    if pymysql is None:
+        raise HarnessError("mariadb backend: pymysql is not installed (pip install '.[envs]')")
+    return pymysql
 
 
 def _free_port() -> int:
@@ -54,8 +67,7 @@ class MariaDBServer:
             stdout=self.log, stderr=subprocess.STDOUT)
         (self.root / "files").mkdir(exist_ok=True)
         deadline = time.monotonic() + startup_timeout
-        import pymysql
-
+        _pymysql()
         while True:
             if self.proc.poll() is not None:
                 raise HarnessError(f"mariadb backend: server exited at start (see {self.root / 'server.log'})")
@@ -84,11 +96,7 @@ class MariaDBDockerServer:
     """mariadbd in a container (network none); the harness reaches it through a socket in a bind mount."""
 
     def __init__(self, startup_timeout: float = 60.0):
-        import pymysql
-
-        from envs.docker_engine import LABEL, client, ensure_image
-        from envs.rootfs import ensure_rootfs
-
+        _pymysql()
         image = ensure_image(ensure_rootfs(packages=("mariadb-server",)))
         self.root = Path(tempfile.mkdtemp(prefix="cycleqd-mariadb-docker-"))
         self.root.chmod(0o777)
@@ -100,7 +108,7 @@ class MariaDBDockerServer:
                   "--innodb-buffer-pool-size=64M --max-connections=500")
         self.container = client().containers.run(
             image, ["sh", "-c", script], detach=True, network_mode="none", mem_limit=1 << 30, pids_limit=512,
-            volumes={str(self.root): {"bind": "/run/cqd", "mode": "rw"}}, labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())})
+            volumes={str(self.root): {"bind": "/run/cqd", "mode": "rw"}}, labels=owner_labels())
         deadline = time.monotonic() + startup_timeout
         while True:
             try:
@@ -125,8 +133,6 @@ class MariaDBDockerServer:
 
 class MariaDBDatabase(SQLDatabase):
     def __init__(self, backend: "MariaDBBackend", table: TableSpec, tag: str):
-        import pymysql
-
         self.backend = backend
         digest = hashlib.sha1(f"{tag}:{os.getpid()}:{secrets.token_hex(4)}".encode()).hexdigest()[:12]
         self.db, self.user, pw = f"cqd_{digest}", f"cqd_{digest}", secrets.token_hex(12)
@@ -155,8 +161,6 @@ class MariaDBDatabase(SQLDatabase):
             c.execute(f"SET SESSION max_statement_time = {float(backend.timeout_s)}")
 
     def execute(self, sql: str) -> SQLResult:
-        import pymysql
-
         try:
             with self.conn.cursor() as c:
                 c.execute(sql)
@@ -199,10 +203,7 @@ class MariaDBBackend(SQLBackend):
     name = "mariadb"
 
     def __init__(self, url: str | None = None, timeout_s: float = 5.0, server: str = "local"):
-        try:
-            import pymysql  # noqa: F401
-        except ImportError:
-            raise HarnessError("mariadb backend: pymysql is not installed (pip install '.[envs]')") from None
+        _pymysql()
         if server not in ("local", "docker"):
             raise HarnessError(f"mariadb backend: server must be 'local' or 'docker', got {server!r}")
         self.server = None if url else (MariaDBServer() if server == "local" else MariaDBDockerServer())
@@ -214,8 +215,6 @@ class MariaDBBackend(SQLBackend):
         self._admin = None
 
     def admin(self):
-        import pymysql
-
         if self._admin is not None:
             try:
                 self._admin.ping()

@@ -159,3 +159,15 @@ def test_hostile_program_is_contained(sandbox, listener, name, host_secret):
 def test_the_host_still_works_after_all_that(sandbox):
     r = py(sandbox, "print(sum(range(10)))")
     assert r.ok and r.stdout == b"45\n"
+
+
+def test_collected_files_are_regular_files_of_the_run_only(sandbox, host_secret):
+    """``collect`` reads what the run left, as the harness (root): a link to a host file, a directory
+    or a missing file comes back as None, never the file it points at."""
+    script = (f"echo mine > ok.txt; ln -s {host_secret} link.txt; mkdir dir.txt; ln -s /etc sub; "
+              f"ln -s {host_secret.parent} up")
+    r = sandbox.run(["bash", "-c", script], files={}, collect=["ok.txt", "link.txt", "dir.txt", "missing.txt",
+                                                               "sub/passwd", f"up/{host_secret.name}"])
+    assert r.status == ExecStatus.OK, r
+    assert r.detail["files"] == {"ok.txt": b"mine\n", "link.txt": None, "dir.txt": None, "missing.txt": None,
+                                 "sub/passwd": None, f"up/{host_secret.name}": None}

@@ -1,0 +1,61 @@
+"""The harness's private Docker engine, through the SDK: what a crashed run left behind is removed when
+the engine starts."""
+
+import io
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from envs import docker_engine
+from envs.docker_engine import LABEL, PrivateEngine, owner_labels
+from harness.errors import HarnessError
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _empty_image(cl) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("empty")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    cl.api.import_image_from_data(buf.getvalue(), repository="cycleqd-reap-test", tag="1")
+    return "cycleqd-reap-test:1"
+
+
+def test_private_engine_removes_labelled_leftovers_at_start(tmp_path):
+    if docker_engine.docker is None:
+        pytest.skip("the docker SDK is not installed")
+    root, run = tmp_path / "root", tmp_path / "run"
+    eng = PrivateEngine(root=root, run=run)
+    try:
+        eng.start()
+    except HarnessError as exc:
+        pytest.skip(f"no Docker engine can run here: {exc}")
+    try:
+        cl = eng.client()
+        image = _empty_image(cl)
+        # a crashed run's container and work volume (their owner is gone), one of a live process (ours),
+        # and one that is not the harness's at all
+        crashed = cl.containers.create(image, ["none"], labels={LABEL: "1", f"{LABEL}.pid": str(_dead_pid())})
+        crashed_vol = cl.volumes.create(name="cqd-reap-test", labels={LABEL: "1", f"{LABEL}.pid": str(_dead_pid())})
+        live = cl.containers.create(image, ["none"], labels=owner_labels())
+        foreign = cl.containers.create(image, ["none"])
+        eng.stop()  # the engine goes down; the next start (a new harness process) finds the leftovers
+
+        again = PrivateEngine(root=root, run=run)
+        again.start()
+        eng = again
+        ids = {c.id for c in again.client().containers.list(all=True)}
+        assert crashed.id not in ids and again.reaped == 1
+        assert live.id in ids and foreign.id in ids
+        assert crashed_vol.name not in {v.name for v in again.client().volumes.list()}
+    finally:
+        eng.stop()
+        shutil.rmtree(root, ignore_errors=True)
