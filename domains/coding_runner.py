@@ -147,7 +147,7 @@ def main():
         exec(code, namespace)
         signal.setitimer(signal.ITIMER_REAL, 0)
         fn = namespace[entry]
-    except BaseException as exc:  # noqa: B036 - the solution may raise anything, SystemExit included
+    except BaseException as exc:  # noqa: BLE001 - the solution may raise anything, SystemExit included
         results.write(json.dumps({"i": -1, "ok": False, "error": "load: %s: %s" % (type(exc).__name__, exc)}) + "\n")
         results.close()
         return
@@ -164,7 +164,7 @@ def main():
             rec = {"i": i, "ok": True, "out": sink.result(), "s": elapsed}
         except _Timeout:
             rec = {"i": i, "ok": False, "error": "timeout"}
-        except BaseException as exc:  # noqa: B036
+        except BaseException as exc:  # noqa: BLE001 - the same, per input
             signal.setitimer(signal.ITIMER_REAL, 0)
             rec = {"i": i, "ok": False, "error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
         results.write(json.dumps(rec) + "\n")

@@ -106,6 +106,15 @@ def test_function_local_imports_are_optional_dependencies_with_a_reason(mod):
         assert "optional" in context, f"{where}: say which optional dependency it is ('# optional: ...')"
 
 
+@pytest.mark.parametrize("rel", sorted(STANDALONE))
+def test_standalone_files_use_the_standard_library_only(rel):
+    import sys
+
+    for name, line, _, _ in _imports(REPO / rel):
+        assert name.split(".")[0] in sys.stdlib_module_names or name == "__future__", \
+            f"{rel}:{line} imports {name}: it runs inside the sandbox, with the sandbox's python"
+
+
 def test_no_import_cycles_between_files():
     graph = {m: sorted({p for n, *_ in _imports(path) if (p := _project(n)) and p != m}) for m, path in FILES.items()}
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]

@@ -14,8 +14,8 @@ import sqlite3
 import time
 import unicodedata
 
-from envs.sql.dialect import mysql_to_sqlite
 from envs.sql.base import MAX_FETCH_ROWS, SQLBackend, SQLDatabase, SQLResult, TableBuildError, TableSpec, quote_ident
+from envs.sql.dialect import mysql_to_sqlite
 
 _DENY = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 
