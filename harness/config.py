@@ -61,9 +61,11 @@ class QDConfig:
     sampler: str = "elite"  # a registered parent sampler: elite | elite_official | random
     crossover_mu: float = 1.0
     crossover_sigma: float = 0.03  # paper; official code: 0.01
-    mutation: str = "svd"  # a registered mutation: svd | svd_additive | svd_official | gaussian | none
-    mutation_w_max: float = 0.3  # paper; official code: 0.1
-    mutation_sigma: float = 0.1
+    # a registered mutation (harness/merging/mutations.py): svd_official (default: the official code's
+    # additive form) | svd_additive | svd (the paper's equation read literally) | gaussian | gaussian_official | none
+    mutation: str = "svd_official"
+    mutation_w_max: Optional[float] = None  # None: the mutation's own default (svd_official 0.1, svd / svd_additive 0.3)
+    mutation_sigma: Optional[float] = None  # None: the mutation's own (gaussian 0.1 x rms, gaussian_official 3e-4)
     flip_interval: int = 1
     mode: str = "cyclic"  # cyclic | independent (the non-cyclic ablation)
     aggregation_temperature: float = 1.0
@@ -183,6 +185,8 @@ def validate(cfg: DictConfig) -> None:
     if qd.flip_interval < 1:
         raise ConfigError(f"qd.flip_interval: must be >= 1, got {qd.flip_interval}")
     for key in ("crossover_mu", "crossover_sigma", "mutation_w_max", "mutation_sigma", "aggregation_temperature"):
+        if qd[key] is None:
+            continue
         v = float(qd[key])
         if not math.isfinite(v) or (key != "crossover_mu" and v < 0):
             raise ConfigError(f"qd.{key}: must be a finite number >= 0, got {v}")

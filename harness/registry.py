@@ -196,7 +196,8 @@ ENGINES.lazy("vllm", "harness.engines.vllm_engine:VLLMEngine")
 
 MUTATIONS = Registry("mutation", config_key="qd.mutation", base="harness.merging.mutations:Mutation")
 for _name, _cls in (("none", "NoMutation"), ("svd", "SVDScaleMutation"), ("svd_additive", "SVDAdditiveMutation"),
-                    ("svd_official", "SVDOfficialMutation"), ("gaussian", "GaussianMutation")):
+                    ("svd_official", "SVDOfficialMutation"), ("gaussian", "GaussianMutation"),
+                    ("gaussian_official", "GaussianOfficialMutation")):
     MUTATIONS.lazy(_name, f"harness.merging.mutations:{_cls}")
 
 SAMPLERS = Registry("parent sampler", config_key="qd.sampler", check=callable)
@@ -228,7 +229,7 @@ WORLD_BUILDERS.lazy("mini", "domains.mini.world:build_mini_llm")
 WORLD_BUILDERS.lazy("sam", "domains.sam.world:build_sam_world")
 
 METHODS = Registry("method", config_key="method", check=callable)
-for _name in ("model", "world_model", "merge", "cmaes", "nsga2", "policy_gradient", "cycleqd"):
+for _name in ("model", "world_model", "merge", "task_arithmetic_lambda", "cmaes", "nsga2", "policy_gradient", "cycleqd"):
     METHODS.lazy(_name, f"leaderboards.methods:{_name}")
 
 LEADERBOARDS = Registry("leaderboard", config_key="leaderboard", base="harness.leaderboard:Leaderboard")

@@ -114,6 +114,20 @@ def merge(ctx: MethodContext, *, method: str, grid: list[dict] | None = None) ->
     return MethodResult(ctx.score(label, ctx.merge(mm.spec(**g)), "test"), detail=label.split(":", 1)[1])
 
 
+def task_arithmetic_lambda(ctx: MethodContext, *, lo: float = 0.25, hi: float = 2.0) -> MethodResult:
+    """Task arithmetic with one scale for all experts (theta = base + lambda * sum tau_k), lambda chosen on
+    the opt split among ``ctx.budget`` values evenly spaced in [lo, hi] (the searchers' budget): the
+    baseline that shows how much of a method's gain plain scaling already gives."""
+    ta = MERGE_METHODS.get("task_arithmetic")
+    n = max(1, int(ctx.budget))
+    grid = [round(lo + (hi - lo) * i / max(1, n - 1), 4) for i in range(n)]
+    scored = [(avg(ctx.score(f"ta_lambda:{lam}", ctx.merge(ta.spec(scale=lam)), "opt")), -i, lam)
+              for i, lam in enumerate(grid)]
+    _, _, lam = max(scored)  # ties: the smaller lambda
+    test = ctx.score(f"ta_lambda:{lam}", ctx.merge(ta.spec(scale=lam)), "test")
+    return MethodResult(test, detail=f"lambda={lam:g}", info={"lambda": lam})
+
+
 # -- learned task-arithmetic coefficients: each searcher gets ``ctx.budget`` opt-split evaluations, starts at
 # the mean merge (1/K each) with step 0.3, stays within [-1, 2], and returns the weights to test -------------
 STEP, BOUNDS, POP = 0.3, (-1.0, 2.0), 6

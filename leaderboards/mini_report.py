@@ -83,11 +83,23 @@ def _img(data: bytes | None) -> str:
     return "" if data is None else f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def regime_text(regime: dict | None, tasks: list[str]) -> str:
+    """One paragraph: is the world in the paper's regime (leaderboards.mini_tables.regime), and why not."""
+    if not regime:
+        return ""
+    rets = regime["retention"]
+    ret = ", ".join(f"{COLUMNS.get(t, t)} " + ("n/a" if rets[t] is None else f"{100 * rets[t]:.0f}%") for t in tasks)
+    verdict = "holds" if regime["holds"] else "does NOT hold (" + ", ".join(f.replace("_", " ") for f in regime["failed"]) + ")"
+    return (f"World regime (the paper's: base partly solves each family, experts best on their own, the mean merge "
+            f"keeping >= 50% of the experts' gain): {verdict}. Mean-merge retention of each expert's gain: {ret}.")
+
+
 def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Path]:
     tasks = report["tasks"]
     t1, t2 = method_rows(report["table1"], tasks), method_rows(report["table2"], tasks)
     v = f"{report['variant']} variant, seed {report['seed']}"
     md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + markdown(t2, tasks, f"Mini Table 2: ablations ({v})")
+    md += "\n" + regime_text(report.get("regime"), tasks) + "\n"
     written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
                "json": out / "report.json", "html": out / "index.html"}
     atomic_write_bytes(written["md"], md.encode())
@@ -95,7 +107,7 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     atomic_write_bytes(written["t2csv"], csv_text(t2, tasks).encode())
     atomic_write_json(written["json"], {**report, "table1_rows": t1, "table2_rows": t2}, indent=1)
 
-    main_run = runs[list(runs)[-1]]
+    main_run = runs[report.get("cycleqd_row") or list(runs)[-1]]
     maps = emit_run(main_run)
     imgs = "".join(_img(p.read_bytes()) for k, p in sorted(maps.items()) if k.startswith("heatmap:"))
 
@@ -116,6 +128,7 @@ baselines {tm.get('baselines', 0):.0f} s, learned coefficients (CMA-ES / NSGA-II
 {tm.get('cmaes', 0):.0f} / {tm.get('nsga2', 0):.0f} / {tm.get('pg', 0):.0f} s, the five CycleQD runs
 {tm.get('cycleqd_runs', 0):.0f} s (total {tm.get('total', 0):.0f} s); CycleQD speed:
 {sp.get('generations_per_hour') or 0:.0f} generations per hour.</p>
+<p>{html.escape(regime_text(report.get("regime"), tasks))}</p>
 <h2>Table 1</h2>{html_table(t1)}{_img(bars_figure(t1, tasks))}
 <h2>Table 2: ablations</h2>{html_table(t2)}
 <h2>Progress</h2>{_img(progress_figure(runs))}

@@ -6,13 +6,20 @@ what it reads. Randomness comes from ``tensor_generator(seed, "mutation", tensor
 which tensors are visited never changes the result. 1-D tensors (norms, biases) pass through unchanged.
 
 - ``none``: the identity.
-- ``svd`` (the paper's formula as the design notes state it): ``U S V^T -> U diag(w S) V^T``,
-  ``w ~ U[0, w_max]``. With ``w_max = 0.3`` it keeps at most 30% of every singular direction, so every
-  child lies near the base model.
-- ``svd_additive``: the child's own components added back, ``S -> S (1 + w)``.
-- ``svd_official`` (the authors' code): adds ``U_e diag(w S_e) V_e^T`` from the SVD of the active task's
-  expert (``needs_expert_svd``).
-- ``gaussian``: adds ``sigma * rms(tau) * N(0, 1)``.
+- ``svd_official`` (the default; the authors' code, and the paper's Figure 3, which describes the mutation
+  as *adding* perturbations along the singular components): adds ``U_e diag(w S_e) V_e^T`` from the SVD of
+  the active task's expert, ``w ~ U[0, w_max]``, ``w_max = 0.1`` (``needs_expert_svd``).
+- ``svd_additive``: the same perturbation along the child's own components, ``S -> S (1 + w)``,
+  ``w_max = 0.3`` (a sensitivity row).
+- ``svd`` (the paper's equation read literally, as the design notes state it): ``U S V^T -> U diag(w S)
+  V^T``, ``w_max = 0.3``: it keeps at most 30% of every singular direction, so every child lies near the
+  base model (a named ablation).
+- ``gaussian``: adds ``sigma * rms(tau) * N(0, 1)``, ``sigma = 0.1`` (relative to the tensor's scale).
+- ``gaussian_official`` (the authors' code, Table 2's Gaussian row): adds absolute ``N(0, sigma^2)``,
+  ``sigma = 3e-4``, to every parameter (vectors included).
+
+Each class declares its parameters with their defaults (``defaults``); a config that leaves
+``qd.mutation_w_max`` / ``qd.mutation_sigma`` unset gets the chosen mutation's own.
 """
 
 from __future__ import annotations
@@ -48,13 +55,17 @@ class Mutation(ABC):
     """One mutation kind. ``params``: the settings it reads (of ``w_max``, ``sigma``); ``seed``: the job's."""
 
     params: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, float]] = {"w_max": 0.3, "sigma": 0.1}
     needs_expert_svd: ClassVar[bool] = False
+    matrices_only: ClassVar[bool] = True
 
-    def __init__(self, *, seed: int = 0, w_max: float = 0.3, sigma: float = 0.1):
-        self.seed, self.w_max, self.sigma = int(seed), float(w_max), float(sigma)
+    def __init__(self, *, seed: int = 0, w_max: float | None = None, sigma: float | None = None):
+        self.seed = int(seed)
+        self.w_max = float(self.defaults["w_max"] if w_max is None else w_max)
+        self.sigma = float(self.defaults["sigma"] if sigma is None else sigma)
 
     def __call__(self, name: str, tau: torch.Tensor, expert_svd: SVD | None = None) -> torch.Tensor:
-        if not is_matrix(tau):
+        if self.matrices_only and not is_matrix(tau):
             return tau
         if self.needs_expert_svd and expert_svd is None:
             raise ValueError(f"{type(self).__name__} of {name!r} needs the active expert's SVD")
@@ -94,6 +105,7 @@ class SVDAdditiveMutation(Mutation):
 
 class SVDOfficialMutation(Mutation):
     params = ("w_max",)
+    defaults = {"w_max": 0.1, "sigma": 0.0}
     needs_expert_svd = True
 
     def apply(self, tau, gen, expert_svd):
@@ -108,3 +120,12 @@ class GaussianMutation(Mutation):
         rms = tau.float().pow(2).mean().sqrt()
         noise = torch.randn(tau.shape, generator=gen, dtype=torch.float32)
         return tau + self.sigma * rms * noise
+
+
+class GaussianOfficialMutation(Mutation):
+    params = ("sigma",)
+    defaults = {"w_max": 0.0, "sigma": 3e-4}
+    matrices_only = False
+
+    def apply(self, tau, gen, expert_svd):
+        return tau + self.sigma * torch.randn(tau.shape, generator=gen, dtype=torch.float32)

@@ -36,9 +36,9 @@ class QDSettings:
     sampler: str = "elite"
     crossover_mu: float = 1.0
     crossover_sigma: float = 0.03
-    mutation: str = "svd"
-    mutation_w_max: float = 0.3
-    mutation_sigma: float = 0.1
+    mutation: str = "svd_official"
+    mutation_w_max: float | None = None  # None: the mutation's own default
+    mutation_sigma: float | None = None
     flip_interval: int = 1
     mode: str = "cyclic"
     aggregation_temperature: float = 1.0
@@ -123,12 +123,19 @@ class CycleQD:
         recipe = MergeRecipe(
             parents=tuple(p.model_id for p in parents),
             merge=MergeSpec(weights=tuple(weights), normalize=True),
-            mutation=None if self.s.mutation == "none" else MutationRecipe(
-                kind=self.s.mutation, seed=mutation_seed, w_max=self.s.mutation_w_max, sigma=self.s.mutation_sigma),
+            mutation=None if self.s.mutation == "none" else self._mutation_recipe(mutation_seed),
             svd_expert=self._active_expert(task) if MUTATIONS.get(self.s.mutation).needs_expert_svd else None,
         )
         mid = self._register(recipe)
         return self._job("child", self.generation, mid, task, [p.model_id for p in parents], to_dict(recipe))
+
+    def _mutation_recipe(self, seed: int) -> MutationRecipe:
+        """The configured mutation with its parameters resolved (unset ones: the mutation's own defaults), so
+        a recipe records the values it was made with."""
+        d = MUTATIONS.get(self.s.mutation).defaults
+        w_max = d["w_max"] if self.s.mutation_w_max is None else self.s.mutation_w_max
+        sigma = d["sigma"] if self.s.mutation_sigma is None else self.s.mutation_sigma
+        return MutationRecipe(kind=self.s.mutation, seed=seed, w_max=float(w_max), sigma=float(sigma))
 
     def _active_expert(self, task: str) -> str:
         """The seed expert of the active task: the expert that scores best on it."""

@@ -20,7 +20,7 @@ def test_config_validates(path):
 
 def test_paper_config_stops_at_the_missing_weights(tmp_path):
     cfg = load_config(REPO / "configs" / "paper_table1.yaml", [f"model.base={tmp_path / 'no-llama'}"])
-    assert cfg.qd.generations == 1200 and cfg.qd.bins == 15 and cfg.qd.mutation_w_max == 0.3
+    assert cfg.qd.generations == 1200 and cfg.qd.bins == 15 and cfg.qd.mutation == "svd_official" and cfg.qd.mutation_w_max is None
     with pytest.raises(CheckpointError, match="no-llama: model directory does not exist|model.base"):
         Runner.create(cfg, tmp_path / "run")
     assert not Path(tmp_path / "run" / "checkpoint.json").exists()

@@ -84,3 +84,17 @@ def test_aggregation_softmax():
     assert b == pytest.approx(list(e / e.sum()))
     x, y = torch.ones(2, 2), 2 * torch.ones(2, 2)
     assert torch.allclose(merge_tensor([x, y], MergeSpec(weights=(0.25, 0.75)), "x"), 1.75 * torch.ones(2, 2))
+
+
+def test_official_gaussian_is_absolute_and_reaches_vectors():
+    t, v = torch.zeros(300, 300), torch.zeros(50)
+    out = mutate_tensor("g", t, "gaussian_official", seed=0)
+    assert out.std().item() == pytest.approx(3e-4, rel=0.05)  # absolute: a zero tensor is perturbed too
+    assert mutate_tensor("v", v, "gaussian_official", seed=0).abs().sum() > 0  # every parameter, vectors too
+    assert torch.equal(mutate_tensor("v", v, "gaussian", seed=0), v)  # the relative one leaves vectors alone
+
+
+def test_each_mutation_declares_its_own_defaults():
+    assert MUTATIONS.get("svd_official")(seed=0).w_max == 0.1
+    assert MUTATIONS.get("svd_additive")(seed=0).w_max == 0.3 and MUTATIONS.get("svd")(seed=0).w_max == 0.3
+    assert MUTATIONS.get("gaussian_official")(seed=0).sigma == 3e-4 and MUTATIONS.get("gaussian")(seed=0).sigma == 0.1

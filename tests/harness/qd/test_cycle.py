@@ -48,8 +48,15 @@ def test_child_recipe_carries_operator_parameters():
     r = job.recipe
     assert r["parents"] == job.parents and len(set(job.parents)) == 2
     assert set(job.parents) <= {e.model_id for e in qd.archives[job.active_task].elites()}
-    assert r["mutation"]["kind"] == "svd" and r["mutation"]["w_max"] == 0.3 and r["merge"]["normalize"]
+    # the default: the official additive SVD mutation along the active task's best expert, w_max 0.1
+    assert r["mutation"]["kind"] == "svd_official" and r["mutation"]["w_max"] == 0.1 and r["merge"]["normalize"]
+    assert r["svd_expert"] == max(EXPERTS, key=lambda e: EXPERTS[e][job.active_task])
     assert job.model_id == recipe_id(from_dict(r))
+    # a mutation's unset parameters are its own defaults; set ones are recorded as given
+    r = seeded(mutation="svd").ask().recipe
+    assert r["mutation"]["kind"] == "svd" and r["mutation"]["w_max"] == 0.3 and r["svd_expert"] is None
+    r = seeded(mutation="gaussian_official", mutation_sigma=1e-3).ask().recipe
+    assert r["mutation"] == {"kind": "gaussian_official", "seed": r["mutation"]["seed"], "w_max": 0.0, "sigma": 1e-3}
 
 
 def test_cyclic_offers_to_all_archives_independent_only_to_its_own():
