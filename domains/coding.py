@@ -17,14 +17,14 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from tqdm import tqdm
 
 from envs.sandbox.base import CodeSandbox, ExecStatus, Limits
-from harness.agent_domain import AgentDomain
+from harness.agent_domain import AgentDomain, AgentParams
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
 from harness.episodes import CONTEXT_LIMIT, Agent, ChatRequest, ScriptedAgent
 from harness.errors import HarnessError
@@ -272,18 +272,14 @@ def _cache_dir() -> Path:
 
 
 @dataclass
-class CodingParams:
+class CodingParams(AgentParams):
     data: str = "mbppplus/mbppplus.jsonl"
     system: str = "prompts/mbpp_system.txt"
     backend: str = "local"  # a registered code sandbox (harness.registry.CODE_SANDBOXES): local | docker | ...
-    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
     per_input_s: float = 1.0  # an input's time limit: max(per_input_s, time_factor * the canonical seconds)
     time_factor: float = 4.0
     workers: int = 2  # completions judged at once
-    limit: Optional[int] = None  # the first ``limit`` samples only
     plus: bool = True  # judge the plus inputs too (reported beside the base pass@1)
-    engine: Optional[dict[str, Any]] = None  # over the run's engine defaults
-    max_new_tokens: int = 512
     canonical_limit_s: float = 120.0
     canonical_wall_s: float = 600.0
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec
-from harness.agent_domain import AgentDomain
+from harness.agent_domain import AgentDomain, AgentParams
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
 from harness.episodes import Agent, Episode, ScriptedAgent, run_episodes
 from harness.registry import SQL_BACKENDS
@@ -162,16 +162,12 @@ WRONG_POLICIES = {
 
 
 @dataclass
-class DBParams:
+class DBParams(AgentParams):
     data: str = "agentbench_db/dbbench.jsonl"
     instruction: str = "prompts/dbbench_instruction.txt"
     backend: str = "sqlite"  # a registered SQL backend (harness.registry.SQL_BACKENDS): sqlite | mariadb | ...
-    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
     max_round: int = 5
     batch_size: int = 64
-    limit: Optional[int] = None
-    engine: Optional[dict[str, Any]] = None
-    max_new_tokens: int = 512
 
 
 @register_domain("db")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from envs.rootfs import ensure_rootfs
 from envs.sandbox.base import EpisodeShell, ExecStatus
-from harness.agent_domain import AgentDomain
+from harness.agent_domain import AgentDomain, AgentParams
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
 from harness.episodes import Agent, Episode, ScriptedAgent, run_episodes
 from harness.errors import HarnessError
@@ -165,17 +165,13 @@ WRONG_POLICIES = {
 
 
 @dataclass
-class OSParams:
+class OSParams(AgentParams):
     data: str = "agentbench_os/os_interaction.jsonl"
     oneshot: str = "agentbench_os/oneshot.json"
     backend: str = "local"  # a registered episode shell (harness.registry.EPISODE_SHELLS): local | docker | ...
-    backend_params: dict[str, Any] = field(default_factory=dict)  # its constructor's keyword arguments
     round_limit: int = 5
     action_timeout: float = 10.0
     batch_size: int = 8  # episodes (each holding an environment) live at once
-    limit: Optional[int] = None
-    engine: Optional[dict[str, Any]] = None
-    max_new_tokens: int = 512
     rootfs: Optional[str] = None  # default: the cached Debian root filesystem (built on first use)
     env_workers: int = 4  # threads making and destroying environments (at least 1)
 

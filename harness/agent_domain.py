@@ -7,19 +7,18 @@ engine agent and running that agent through the domain's own protocol:
 A subclass stays an adapter: the protocol (``run``, episodes), the environment it asks for by registered
 name (``harness.registry``: ``CODE_SANDBOXES``, ``EPISODE_SHELLS``, ``SQL_BACKENDS``) and the judge.
 
-Its ``Params`` dataclass (checked by ``harness.domain.parse_params``) holds at least ``data``, ``limit``,
-``engine`` (a free-form dict over the run's engine defaults) and ``max_new_tokens``; a domain with an
-environment adds ``backend`` (a registered name) and ``backend_params`` (the backend's keyword arguments)
-and builds it with ``make_backend(REGISTRY, *args)``. The domain may also be
+Its ``Params`` dataclass (checked by ``harness.domain.parse_params``) subclasses ``AgentParams`` (``data``,
+``limit``, ``engine``, ``max_new_tokens``, ``backend``, ``backend_params``); a domain with an environment
+builds it with ``make_backend(REGISTRY, *args)``. The domain may also be
 built with keyword arguments (``CodingDomain(task=..., ctx=..., limit=5)``): they are checked the same way.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 from harness.domain import Domain, DomainContext, TaskResult, parse_params
 from harness.engines import engine_agent
@@ -27,11 +26,24 @@ from harness.episodes import Agent, load_samples, split_of
 from harness.errors import ConfigError
 from harness.registry import Registry
 
-REQUIRED_PARAMS = ("data", "limit", "engine", "max_new_tokens")
+
+@dataclass
+class AgentParams:
+    """What every agent domain reads (a domain's ``Params`` subclasses it, overriding defaults and adding
+    its own): the dataset file, how many of its samples, the engine (a free-form dict over the run's engine
+    defaults), the reply length, and where actions run (a registered kind and its constructor's keyword
+    arguments; domains without an environment ignore them)."""
+
+    data: str = ""
+    limit: Optional[int] = None  # the first ``limit`` samples only
+    engine: Optional[dict[str, Any]] = None
+    max_new_tokens: int = 512
+    backend: str = "local"
+    backend_params: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentDomain(Domain):
-    """Subclasses set ``Params`` (a dataclass with ``REQUIRED_PARAMS``), ``required`` (the keys every
+    """Subclasses set ``Params`` (a dataclass subclassing ``AgentParams``), ``required`` (the keys every
     sample must have) and ``split_key`` (what seeds the split, with the data file's name), and implement
     ``run``; optionally ``check_sample``, ``prefill`` and ``stop``."""
 
@@ -42,11 +54,8 @@ class AgentDomain(Domain):
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        if cls.Params is not None:
-            names = {f.name for f in dataclasses.fields(cls.Params)}
-            missing = [n for n in REQUIRED_PARAMS if n not in names]
-            if missing:
-                raise TypeError(f"{cls.__name__}.Params lacks {missing} (an AgentDomain's Params need {REQUIRED_PARAMS})")
+        if cls.Params is not None and not (isinstance(cls.Params, type) and issubclass(cls.Params, AgentParams)):
+            raise TypeError(f"{cls.__name__}.Params must subclass harness.agent_domain.AgentParams")
 
     def __init__(self, *, task: str, ctx: DomainContext, params: Any = None, **kwargs: Any):
         if params is None and self.Params is not None:

@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "pretrain_steps": 1500, "pretrain_lr": 3e-3, "finetune_steps": 400, "finetune_lr": 2e-3,
     "batch_size": 16, "warmup": 20,
 }
+# knobs added later: hashed only when set to something else than their default, so the worlds built before
+# they existed keep their cache address. pretrain_gold: the fraction of each family's gold trajectories mixed
+# into the base's pretraining (0: the base knows the protocols, not the skills)
+LATER_DEFAULTS: dict[str, Any] = {"pretrain_gold": 0.0}
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -57,11 +61,11 @@ _SOURCES = ("families.py", "training.py")
 
 
 def recipe(**params) -> dict:
-    unknown = sorted(set(params) - set(DEFAULTS))
+    known = {**DEFAULTS, **LATER_DEFAULTS}
+    unknown = sorted(set(params) - set(known))
     if unknown:
-
-        raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
-    r = {**DEFAULTS, **params}
+        raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(known)})")
+    r = {**DEFAULTS, **{k: v for k, v in params.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}}
     here = Path(__file__).parent
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
@@ -207,7 +211,12 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     def make_base(tmp: Path) -> None:
         say("mini world: pretraining the base model ...", flush=True)
-        data_ = T.encode(tok, _load_convs(traj, fams, "noise"), r["max_len"])
+        convs = _load_convs(traj, fams, "noise")
+        frac = float(r.get("pretrain_gold", 0.0))
+        for fam in fams:  # a base that already partly solves each family (the paper's regime)
+            gold = _load_convs(traj, [fam], "gold")
+            convs += gold[: int(round(frac * len(gold)))]
+        data_ = T.encode(tok, convs, r["max_len"])
         model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
                             intermediate=r["intermediate"], max_len=r["max_len"], seed=r["seed"])
         losses = T.train(model, data_, steps=r["pretrain_steps"], batch_size=r["batch_size"], lr=r["pretrain_lr"],
