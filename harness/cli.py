@@ -140,11 +140,11 @@ def _cmd_replay(a) -> int:
 
 
 def _cmd_doctor(a) -> int:
+    ok = load_ref("envs.doctor:report", "doctor")()  # envs is reached by name only (layering)
     print("registered:")
     for kind, reg in ALL_REGISTRIES.items():
         aliases = ", ".join(f"{x}={n}" for x, n in sorted(reg.aliases().items()))
         print(f"  {kind}: {', '.join(reg.names())}" + (f" (aliases: {aliases})" if aliases else ""))
-    ok = load_ref("envs.doctor:report", "doctor")()  # envs is reached by name only (layering)
     return 0 if ok or not a.strict else 1
 
 
