@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -126,7 +127,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"config file {p} does not exist")
-            parts.append(OmegaConf.load(p))
+            try:
+                parts.append(OmegaConf.load(p))
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+                raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
         cfg = OmegaConf.merge(*parts)
         for o in overrides or []:
             if "=" not in o:

@@ -24,7 +24,13 @@ from harness.config import default_run_dir, load_config, to_yaml
 from harness.errors import ConfigError
 from harness.qd.cycle import CycleQD, Job, QDSettings
 from harness.registry import MERGE_METHODS, RUN_REPORTS
-from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
+from harness.runner.checkpoint import (
+    RunLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remove_stale_temporaries,
+)
 from harness.runner.executors import make_executor
 from harness.runner.worker import make_store
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
@@ -74,10 +80,17 @@ class Runner:
         if (run_dir / CHECKPOINT).exists() and not overwrite:
             raise ConfigError(f"run_dir: {run_dir} already holds a run; use `cycleqd resume {run_dir}`")
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / CONFIG, to_yaml(cfg).encode())
-        atomic_write_json(run_dir / "environment.json", environment_record(), indent=1)
-        runner = cls(cfg, run_dir)
-        runner.checkpoint()
+        lock = RunLock(run_dir).acquire()
+        try:
+            remove_stale_temporaries(run_dir)
+            atomic_write_bytes(run_dir / CONFIG, to_yaml(cfg).encode())
+            atomic_write_json(run_dir / "environment.json", environment_record(), indent=1)
+            runner = cls(cfg, run_dir)
+            runner._lock = lock
+            runner.checkpoint()
+        except BaseException:
+            lock.release()
+            raise
         return runner
 
     @classmethod
@@ -85,17 +98,30 @@ class Runner:
         run_dir = Path(run_dir)
         if not (run_dir / CHECKPOINT).exists():
             raise ConfigError(f"run_dir: {run_dir} has no {CHECKPOINT}; nothing to resume")
-        cfg = load_config(run_dir / CONFIG)
-        runner = cls(cfg, run_dir)
-        st = read_json(run_dir / CHECKPOINT)
-        if st.get("version") != FORMAT_VERSION:
-            raise ConfigError(f"{run_dir / CHECKPOINT}: format version {st.get('version')} is not {FORMAT_VERSION}")
-        runner.store.register(st["recipes"])
-        runner.qd.load_state(st["qd"])
-        for jd in st["pending"]:
-            job = Job.from_dict(jd)
-            runner.pending[job.job_id] = job
+        lock = RunLock(run_dir).acquire()
+        try:
+            remove_stale_temporaries(run_dir)
+            cfg = load_config(run_dir / CONFIG)
+            runner = cls(cfg, run_dir)
+            runner._lock = lock
+            st = read_json(run_dir / CHECKPOINT)
+            if st.get("version") != FORMAT_VERSION:
+                raise ConfigError(f"{run_dir / CHECKPOINT}: format version {st.get('version')} is not {FORMAT_VERSION}")
+            runner.store.register(st["recipes"])
+            runner.qd.load_state(st["qd"])
+            for jd in st["pending"]:
+                job = Job.from_dict(jd)
+                runner.pending[job.job_id] = job
+        except BaseException:
+            lock.release()
+            raise
         return runner
+
+    def close(self) -> None:
+        """Release the run directory (``run`` does it when it returns or fails)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     # -- state --------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -153,6 +179,7 @@ class Runner:
             results = self.final_evaluation(executor)
         finally:
             executor.close()
+            self.close()
         return results
 
     def progress_point(self, executor, generation: int) -> None:
