@@ -19,7 +19,15 @@ from harness.errors import ConfigError, HarnessError
 from harness.leaderboard import Leaderboard
 from harness.merging.streaming import merge_checkpoints
 from harness.registry import ALL as ALL_REGISTRIES
-from harness.registry import LEADERBOARDS, MERGE_METHODS, RUN_REPORTS, load_ref
+from harness.registry import (
+    CODE_SANDBOXES,
+    EPISODE_SHELLS,
+    LEADERBOARDS,
+    MERGE_METHODS,
+    RUN_REPORTS,
+    SQL_BACKENDS,
+    load_ref,
+)
 from harness.runner.runner import RESULTS, resume_run, run_from_config
 
 
@@ -151,7 +159,7 @@ def _cmd_doctor(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cycleqd", description="CycleQD: quality-diversity model merging")
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="start a run from a config")
+    r = sub.add_parser("run", help="start a run from a config (`cycleqd doctor` lists every registered name it may use)")
     r.add_argument("config")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. qd.generations=50")
     r.add_argument("--run-dir", default=None)
@@ -164,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("run_dir")
     t.add_argument("--generation", type=int, default=None, help="archive snapshot for the heatmaps")
     t.set_defaults(fn=_cmd_report)
-    m = sub.add_parser("merge", help="merge HF checkpoints (mean, task_arithmetic, ties, dare_linear, dare_ties)")
+    m = sub.add_parser("merge", help=f"merge HF checkpoints ({', '.join(MERGE_METHODS.names())})")
     m.add_argument("method")
     m.add_argument("--base", required=True)
     m.add_argument("--out", required=True)
@@ -175,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("domain")
     rp.add_argument("--agent", default="gold", help="gold | wrong | a domain's named wrong agent")
     rp.add_argument("--data", default=None, help="a dataset file in the domain's format (default: the shared one)")
-    rp.add_argument("--backend", default=None, help="sqlite | mariadb (db); local | docker (os, coding)")
+    rp.add_argument("--backend", default=None,
+                    help=f"a registered kind: SQL backends {' | '.join(SQL_BACKENDS.names())} (db); episode shells "
+                         f"{' | '.join(EPISODE_SHELLS.names())} (os); code sandboxes {' | '.join(CODE_SANDBOXES.names())} "
+                         "(coding); 'local' is each one's default")
     rp.add_argument("--data-root", default=None)
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")

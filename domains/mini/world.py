@@ -52,8 +52,10 @@ DEFAULTS: dict[str, Any] = {
 }
 # knobs added later: hashed only when set to something else than their default, so the worlds built before
 # they existed keep their cache address. pretrain_gold: the fraction of each family's gold trajectories mixed
-# into the base's pretraining (0: the base knows the protocols, not the skills)
-LATER_DEFAULTS: dict[str, Any] = {"pretrain_gold": 0.0}
+# into the base's pretraining (0: the base knows the protocols, not the skills); all_data_steps_factor: the
+# all-data fine-tune's steps in units of one expert's (1: one expert's budget spread over three families; 3:
+# as many examples of each family as its expert saw)
+LATER_DEFAULTS: dict[str, Any] = {"pretrain_gold": 0.0, "all_data_steps_factor": 1.0}
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -241,8 +243,10 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
     for fam in fams:
         out[fam] = timed(f"expert_{fam}", lambda f=fam: _stage(root / "experts" / f, make_ft(f, [f], r["finetune_steps"])))
-    # the same budget as one expert (steps x batch), drawn from the union of the three families
-    out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, r["finetune_steps"])))
+    # the all-data fine-tune: ``all_data_steps_factor`` x one expert's budget (steps x batch), drawn from the
+    # union of the three families (factor 3: each family seen as often as by its expert)
+    ad_steps = int(round(float(r.get("all_data_steps_factor", 1.0)) * r["finetune_steps"]))
+    out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, ad_steps)))
     bt = root / "build_timings.json"
     prev = json.loads(bt.read_text()) if bt.exists() else {}
     bt.write_text(json.dumps({**prev, **{k: v for k, v in timings.items() if v > 0.05}}, indent=1))

@@ -103,6 +103,12 @@ class SafetensorsReader:
                     f"or exceed the file (truncated file?)"
                 )
             metas[name] = TensorMeta(dtype, shape, base + b, base + e)
+        # tensors must not share bytes: a crafted header could alias two parameters (or make one tensor
+        # read another's data)
+        spans = sorted((m.begin, m.end, k) for k, m in metas.items() if m.end > m.begin)
+        for (_, e1, k1), (b2, _, k2) in zip(spans, spans[1:]):
+            if b2 < e1:
+                raise CheckpointError(f"{self.path}: tensors {k1!r} and {k2!r} overlap in the file (corrupt header)")
         return metadata, metas
 
     def keys(self) -> list[str]:
@@ -304,4 +310,10 @@ def check_compatible(base: CheckpointReader, other: CheckpointReader) -> None:
             raise CheckpointError(
                 f"{other.directory}: incompatible with {base.directory}: tensor {k!r} has shape "
                 f"{list(b[k][1])}, base has {list(a[k][1])}"
+            )
+        if a[k][0] != b[k][0]:
+            # a task vector across dtypes (an F16 expert of a BF16 base) measures the cast, not the fine-tune
+            raise CheckpointError(
+                f"{other.directory}: incompatible with {base.directory}: tensor {k!r} is {DTYPE_NAMES[b[k][0]]}, "
+                f"base is {DTYPE_NAMES[a[k][0]]} (convert the checkpoint to the base's dtype first)"
             )

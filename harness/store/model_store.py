@@ -166,7 +166,13 @@ class ModelStore:
         if isinstance(r, ExpertRecipe):
             e = self._experts[r.name]
             base = self.base_tensors()
-            return {k: e.read(k).float() - base[k].float() for k in self.names}
+            out = {}
+            for k in self.names:
+                t = e.read(k).float()
+                if not torch.isfinite(t).all():
+                    raise NonFiniteError(f"model.experts.{r.name}: tensor {k!r} of {self.expert_dirs[r.name]} has NaN/Inf")
+                out[k] = t - base[k].float()
+            return out
         parents = [self._get(p, held) for p in r.parents]
         mut = None
         if r.mutation is not None:

@@ -88,3 +88,30 @@ def test_export_round_trip(toy_models, tmp_path):
         sd = s.state_dict(c)
         assert all(torch.equal(r.read(k), sd[k]) for k in sd)
     assert (out / "config.json").exists() and (out / "cycleqd_recipe.json").exists()
+
+
+def test_bad_experts_are_refused_by_name(toy_models, tmp_path):
+    from harness.errors import NonFiniteError
+
+    nan = toy_state_dict(1)
+    nan["b.weight"][0, 0] = float("nan")
+    s = ModelStore(base_dir=toy_models["base"], experts={"nan": write_model(tmp_path / "nan", nan)})
+    with pytest.raises(NonFiniteError, match=r"model.experts.nan: tensor 'b.weight' .* has NaN/Inf"):
+        s.state_dict(expert_id("nan"))
+    f16 = write_model(tmp_path / "f16", toy_state_dict(1, dtype=torch.float16))
+    with pytest.raises(CheckpointError, match="is F16, base is F32"):
+        ModelStore(base_dir=toy_models["base"], experts={"f16": f16})
+
+
+def test_overlapping_tensor_offsets_are_refused(tmp_path):
+    import json
+    import struct
+
+    from harness.merging.safetensors_io import SafetensorsReader
+
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    raw = json.dumps(header).encode()
+    (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(12))
+    with pytest.raises(CheckpointError, match="tensors 'a' and 'b' overlap"):
+        SafetensorsReader(tmp_path / "x.safetensors")
