@@ -16,13 +16,11 @@ from typing import Callable
 class Leaderboard:
     """``run(variant, seed, out_dir, progress, **options) -> report`` (a JSON-able dict holding
     ``out_dir``); ``summary_file``: the file of ``out_dir`` printed after a run; ``compare(report,
-    reference) -> [differences]``; ``variants``: names ``--full`` / the default pick from; ``options``: extra
-    CLI options, name -> (choices, default, help)."""
+    reference) -> [differences]``; ``options``: extra CLI options, name -> (choices, default, help)."""
 
     name: str
     description: str
     run: Callable[..., dict]
     compare: Callable[[dict, dict], list[str]]
     summary_file: str
-    variants: tuple[str, ...] = ("quick", "full")
     options: dict[str, tuple[tuple[str, ...], str, str]] = field(default_factory=dict)

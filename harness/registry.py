@@ -76,11 +76,6 @@ class Registry:
             self._bind(name, obj)
             for a in aliases:
                 self._alias(a, name)
-            if isinstance(obj, type) and "registered_name" not in obj.__dict__:
-                try:
-                    obj.registered_name = name
-                except (AttributeError, TypeError):
-                    pass
             return obj
 
         return deco

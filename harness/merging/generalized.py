@@ -22,7 +22,7 @@ The named methods (``harness/merging/methods.py``) are settings of this one func
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -54,11 +54,6 @@ class MergeSpec:
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
-    @property
-    def is_linear(self) -> bool:
-        """No sparsifier and no consensus: a weighted sum that can consume task vectors one at a time."""
-        return self.sparsify == "none" and self.consensus == "none"
-
     def coefficients(self, n: int) -> list[float]:
         """The linear path's ``c_i``."""
         weights = self.weights if self.weights is not None else (1.0,) * n
@@ -73,50 +68,44 @@ class MergeSpec:
 def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
     """Merge one parameter's task vectors (all the same shape) into one task vector (float32).
 
-    ``taus`` may be a generator: the linear path consumes one task vector at a time (streaming merges then
-    hold one model's tensor at once); sparsified and consensus merges need them all."""
-    if spec.is_linear:
-        if spec.weights is None:
-            taus = list(taus)  # the count fixes the weights
-        coefs = spec.coefficients(len(spec.weights) if spec.weights is not None else len(taus))  # type: ignore[arg-type]
-        it = iter(taus)
-        merged: torch.Tensor | None = None
-        for i, c in enumerate(coefs):
-            tau = next(it, None)
-            if tau is None:
-                raise ValueError(f"merge: {len(coefs)} weights for {i} task vectors")
-            t = tau.float()
-            if merged is None:
-                merged = torch.zeros_like(t)
-            merged.add_(t, alpha=c)
-        if next(it, None) is not None:
-            raise ValueError(f"merge: {len(coefs)} weights for more task vectors")
-        if merged is None:
-            raise ValueError("merge: no task vectors")
-        return merged
-    dense = list(taus)
-    coefs_check = spec.weights if spec.weights is not None else (1.0,) * len(dense)
-    if len(coefs_check) != len(dense):
-        raise ValueError(f"merge: {len(coefs_check)} weights for {len(dense)} task vectors")
-    sparse = _sparsify_all(dense, spec, name)
+    ``taus`` may be a generator: without consensus the task vectors are sparsified and summed one at a
+    time (a streaming merge then holds one model's tensor beside the running sum); TIES needs them all."""
+    if spec.weights is None:
+        taus = list(taus)  # their count fixes the weights
+    weights = spec.weights if spec.weights is not None else (1.0,) * len(taus)  # type: ignore[arg-type]
+    sparse = _sparsified(taus, spec, name)
     if spec.consensus == "ties":
-        merged = _ties(sparse, coefs_check)
+        dense = list(sparse)
+        if len(dense) != len(weights):
+            raise ValueError(f"merge: {len(weights)} weights for {len(dense)} task vectors")
+        merged = _ties(dense, weights)
         if spec.scale != 1.0:
             merged.mul_(spec.scale)
         return merged
-    merged = torch.zeros_like(sparse[0])
-    for c, t in zip(spec.coefficients(len(sparse)), sparse):
+    merged: torch.Tensor | None = None
+    count = 0
+    for c, t in zip(spec.coefficients(len(weights)), sparse):
+        if merged is None:
+            merged = torch.zeros_like(t)
         merged.add_(t, alpha=c)
+        count += 1
+    if count != len(weights) or next(sparse, None) is not None or merged is None:
+        raise ValueError(f"merge: {len(weights)} weights for a different number of task vectors")
     return merged
 
 
-def _sparsify_all(taus: list[torch.Tensor], spec: MergeSpec, name: str) -> list[torch.Tensor]:
-    if spec.sparsify == "dare":
-        gen = tensor_generator(spec.seed, "merge", name)
-        return [dare_drop(t.float(), spec.drop_p, gen) for t in taus]
-    if spec.sparsify == "magnitude":
-        return [magnitude_trim(t.float(), spec.density) for t in taus]
-    return [t.float() for t in taus]
+def _sparsified(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> Iterator[torch.Tensor]:
+    """Each task vector in float32, sparsified, lazily; DARE draws its masks from one stream per
+    (seed, tensor name), model after model."""
+    gen = tensor_generator(spec.seed, "merge", name) if spec.sparsify == "dare" else None
+    for tau in taus:
+        t = tau.float()
+        if spec.sparsify == "dare":
+            yield dare_drop(t, spec.drop_p, gen)
+        elif spec.sparsify == "magnitude":
+            yield magnitude_trim(t, spec.density)
+        else:
+            yield t
 
 
 def _ties(sparse: list[torch.Tensor], weights) -> torch.Tensor:

@@ -65,6 +65,7 @@ class ModelStore:
         self.recipes: dict[str, Recipe] = {BASE_ID: BaseRecipe()}
         for name in self._experts:
             self.recipes[expert_id(name)] = ExpertRecipe(name)
+        self._serial: dict[str, dict] = {}  # merge recipes' serialised form, by id
         self.cache_bytes = int(cache_bytes)
         self._cache: "OrderedDict[str, dict[str, torch.Tensor]]" = OrderedDict()
         self._cached_bytes = 0
@@ -83,7 +84,10 @@ class ModelStore:
                 mut = MUTATIONS.get(recipe.mutation.kind)
                 if mut.needs_expert_svd and not recipe.svd_expert:
                     raise ValueError(f"mutation {recipe.mutation.kind!r} needs the recipe's svd_expert")
-        self.recipes.setdefault(rid, recipe)
+        if rid not in self.recipes:
+            self.recipes[rid] = recipe
+            if isinstance(recipe, MergeRecipe):
+                self._serial[rid] = to_dict(recipe)  # serialised once: lineages and checkpoints reuse it
         return rid
 
     def register(self, recipes: Mapping[str, Mapping]) -> None:
@@ -94,6 +98,8 @@ class ModelStore:
                 if recipe_id(r) != rid:
                     raise CheckpointError(f"recipe {rid}: its content hashes to {recipe_id(r)}")
                 self.recipes[rid] = r
+                if isinstance(r, MergeRecipe):
+                    self._serial[rid] = to_dict(r)
 
     def lineage(self, model_id: str) -> dict[str, dict]:
         """Every merge recipe ``model_id`` depends on, serialised (what a worker needs to rebuild it)."""
@@ -106,7 +112,7 @@ class ModelStore:
             r = self.recipes[m]
             if not isinstance(r, MergeRecipe):
                 continue
-            out[m] = to_dict(r)
+            out[m] = self._serial[m]
             stack.extend(r.parents)
             if r.svd_expert:
                 stack.append(r.svd_expert)
@@ -114,7 +120,7 @@ class ModelStore:
 
     def merge_recipes(self) -> dict[str, dict]:
         """Every merge recipe the store knows, serialised (what a checkpoint keeps)."""
-        return {k: to_dict(v) for k, v in self.recipes.items() if isinstance(v, MergeRecipe)}
+        return dict(self._serial)
 
     # -- materialisation -----------------------------------------------------------------------------
     def base_tensors(self) -> dict[str, torch.Tensor]:

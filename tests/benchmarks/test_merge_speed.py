@@ -90,16 +90,16 @@ def test_merge_throughput_vs_plain_copy(benchmark, checkpoints):
         rounds.append(time.perf_counter() - t0 - copy_times[-1])
 
     # copy and merge alternate within each round and the best of 7 rounds counts for each: a transient
-    # load on the machine hits both, and the ratio is of their best runs. Measured here: 0.60-0.75 on a
-    # busy 2-core machine; the assertion is a floor that this noise cannot reach (a merge that reads or
-    # writes every byte twice would), the precise figure goes to the benchmark's output.
+    # load on the machine hits both, and the ratio is of their best runs. Measured here: 0.61 quiet, 0.48
+    # with two training processes beside it on 2 cores; the assertion is a floor below that noise (a merge
+    # that read or wrote every byte twice would sit near 0.3 quiet); the precise figure goes to the output.
     benchmark.pedantic(timed, rounds=7, iterations=1, warmup_rounds=1)
     merge_s, copy_s = min(rounds[1:] or rounds), min(copy_times[1:] or copy_times)
     ratio = copy_s / merge_s
     benchmark.extra_info.update(merge_gb_s=nbytes / merge_s / 1e9, copy_gb_s=nbytes / copy_s / 1e9,
                                 ratio_merge_to_copy=ratio)
     print(f"\nmerge {nbytes / merge_s / 1e9:.2f} GB/s, plain copy {nbytes / copy_s / 1e9:.2f} GB/s, ratio {ratio:.2f}")
-    assert ratio >= 0.4, f"merge throughput is {ratio:.2f} x a plain copy (floor 0.4; measured 0.6-0.75 here)"
+    assert ratio >= 0.35, f"merge throughput is {ratio:.2f} x a plain copy (floor 0.35; measured 0.48-0.75 here)"
 
 
 def test_peak_rss_merging_two_large_checkpoints(tmp_path):
