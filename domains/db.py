@@ -201,8 +201,15 @@ class DBDomain(AgentDomain):
         run_episodes([e for e in eps if not e.done], agent, batch_size=self.params.batch_size, progress=progress,
                      desc=f"{self.task}")
         results = [e.result for e in eps]
-        quality, _ = overall_cat_accuracy(results)
-        return TaskResult(quality, results)
+        return TaskResult(self.aggregate(results), results)
+
+    def aggregate(self, samples: Sequence[SampleResult]) -> float:
+        """AgentBench's overall category accuracy (the mean of per-category means)."""
+        return overall_cat_accuracy(samples)[0]
+
+    def pending_result(self, index: int, score: float) -> SampleResult:
+        return SampleResult(f"db/{index}", SampleStatus.SOLVED if score else SampleStatus.WRONG, float(score),
+                            {"category": category(self.samples()[index])})
 
     def close(self) -> None:
         if self.backend is not None:

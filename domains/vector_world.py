@@ -129,14 +129,20 @@ class VectorWorldDomain(Domain):
         return dot / self.norm2
 
     def evaluate(self, state_dict, *, split: str) -> TaskResult:
+        samples = self.evaluate_instances(state_dict, split=split, indices=self.instances(split))
+        return TaskResult(self.aggregate(samples), samples)
+
+    def instances(self, split: str) -> list[int]:
+        return self.splits[split].tolist()
+
+    def evaluate_instances(self, state_dict, *, split: str, indices) -> list[SampleResult]:
         p = self.progress(state_dict)
         samples = []
-        for i in self.splits[split].tolist():
+        for i in indices:
             ok = p >= float(self.theta[i])
             samples.append(SampleResult(f"{self.task}/{i}", SampleStatus.SOLVED if ok else SampleStatus.WRONG,
                                         1.0 if ok else 0.0))
-        quality = sum(s.score for s in samples) / len(samples)
-        return TaskResult(quality, samples)
+        return samples
 
 
 register_builder("vector_world")(build_vector_world)

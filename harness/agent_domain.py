@@ -121,6 +121,12 @@ class AgentDomain(Domain):
     def evaluate(self, state_dict, *, split: str) -> TaskResult:
         return self.run(self.agent(state_dict), self.split(split))
 
+    def instances(self, split: str) -> list[int]:
+        return self.split(split)
+
+    def evaluate_instances(self, state_dict, *, split: str, indices: Sequence[int]) -> list:
+        return self.run(self.agent(state_dict), list(indices)).samples
+
     def run(self, agent: Agent, indices: Sequence[int] | None = None, progress: bool = False) -> TaskResult:
         raise NotImplementedError(f"domain {self.name!r} cannot run an agent")
 

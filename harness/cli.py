@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -214,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_to_stderr(quiet: bool) -> None:
+    """The harness's own log (logger ``cycleqd``: heartbeats during long evaluations) on stderr; --quiet
+    keeps warnings only. Other libraries' loggers are left as they are."""
+    logger = logging.getLogger("cycleqd")
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s cycleqd: %(message)s", "%H:%M:%S"))
+        logger.addHandler(h)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in overrides or args.cmd != 'run')}")
     if args.cmd == "run":
         args.overrides = list(args.overrides) + overrides
+    _log_to_stderr(quiet=bool(getattr(args, "quiet", False)))
     try:
         return args.fn(args)
     except (HarnessError, ValueError, FileNotFoundError) as exc:

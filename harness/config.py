@@ -93,6 +93,19 @@ class RunnerConfig:
     score_cache: Optional[str] = None
     # final evaluation: "all" = base, experts, mean merge, each archive's best and CycleQD; "final" = CycleQD
     final_rows: str = "all"
+    # score every model in chunks of this many instances per task, interleaved across tasks (None: each
+    # task's split in one call). Chunking fixes the engine's batches, so verdicts do not depend on racing.
+    race_chunk: Optional[int] = None
+    # exact racing (harness/qd/racing.py, needs race_chunk): stop scoring a child once no archive could
+    # take it whatever its remaining instances give; the archives end exactly as without it
+    race: bool = True
+    # hold out this fraction of each task's optimisation split (harness/runner/validation.py): the search
+    # runs on the rest ("search"), and the final merge takes, per archive, the best on the held-out slice
+    # ("val") of its validation_top_k best elites. 0: the paper's rule (each archive's best as is).
+    validation_fraction: float = 0.0
+    validation_top_k: int = 3
+    # log a line (logger ``cycleqd``) at least this often while a model is being scored (harness/heartbeat.py)
+    heartbeat_s: float = 30.0
 
 
 @dataclass
@@ -204,6 +217,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"runner.snapshot_every: must be >= 1, got {cfg.runner.snapshot_every}")
     if cfg.runner.progress_every < 0:
         raise ConfigError(f"runner.progress_every: must be >= 0, got {cfg.runner.progress_every}")
+    if not 0.0 <= cfg.runner.validation_fraction < 1.0:
+        raise ConfigError(f"runner.validation_fraction: a fraction in [0, 1), got {cfg.runner.validation_fraction}")
+    if cfg.runner.validation_top_k < 1:
+        raise ConfigError(f"runner.validation_top_k: must be >= 1, got {cfg.runner.validation_top_k}")
+    if not cfg.runner.heartbeat_s > 0:
+        raise ConfigError(f"runner.heartbeat_s: must be > 0, got {cfg.runner.heartbeat_s}")
+    if cfg.runner.race_chunk is not None and cfg.runner.race_chunk < 1:
+        raise ConfigError(f"runner.race_chunk: must be >= 1 (or null), got {cfg.runner.race_chunk}")
     if cfg.runner.final_rows not in ("all", "final"):
         raise ConfigError(f"runner.final_rows: {cfg.runner.final_rows!r} is not one of ['all', 'final']")
     if cfg.runner.opt_split == cfg.runner.test_split and not cfg.runner.allow_test_split:

@@ -14,7 +14,7 @@ import inspect
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -120,6 +120,27 @@ class Domain(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    # -- optional: evaluation in chunks (``runner.race_chunk``; exact racing, harness/qd/racing.py) --------
+    def instances(self, split: str) -> list[int] | None:
+        """The split's instances in evaluation order, or None when this domain can only score a split whole
+        (racing and chunked evaluation then refuse to start)."""
+        return None
+
+    def evaluate_instances(self, state_dict: Mapping[str, torch.Tensor], *, split: str,
+                           indices: Sequence[int]) -> list[SampleResult]:
+        """Per-sample results of the model on ``indices`` (a chunk of ``instances(split)``), in that order."""
+        raise NotImplementedError(f"domain {self.name!r} cannot score a chunk of instances")
+
+    def aggregate(self, samples: Sequence[SampleResult]) -> float:
+        """The quality of a list of per-sample results (default: the mean score). It must be non-decreasing
+        in every sample's score: racing bounds a child's score by scoring pending samples 0 and 1."""
+        return sum(s.score for s in samples) / max(len(samples), 1)
+
+    def pending_result(self, index: int, score: float) -> SampleResult:
+        """A stand-in for the not-yet-scored instance ``index`` with ``score``, for racing's bounds (a domain
+        whose ``aggregate`` groups samples puts the group in ``detail``)."""
+        return SampleResult(f"{self.task}/{index}", SampleStatus.SOLVED if score else SampleStatus.WRONG, float(score))
 
     # -- optional: scripted replay (``cycleqd replay``) for domains driven by an agent protocol ----------
     def scripted_agent(self, kind: str):

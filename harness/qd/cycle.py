@@ -18,8 +18,9 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.merging.generalized import MergeSpec
-from harness.qd.archive import GridArchive, bounds_from_expert_scores
+from harness.qd.archive import Elite, GridArchive, bounds_from_expert_scores
 from harness.qd.operators import aggregation_weights, crossover_weights
+from harness.qd.racing import gates_of
 from harness.qd.sampling import sample_parents
 from harness.registry import MUTATIONS, SAMPLERS
 from harness.store.recipes import MergeRecipe, MutationRecipe, to_dict
@@ -195,10 +196,18 @@ class CycleQD:
             self.archives[t] = GridArchive(task=t, behavior_tasks=others, bounds={o: bounds[o] for o in others},
                                            bins=self.s.bins)
 
+    def gates(self, job: Job) -> list[dict]:
+        """For racing: the archives ``job``'s child will be offered to, as plain data (harness/qd/racing.py)."""
+        if job.kind != "child":
+            return []
+        targets = self.s.tasks if self.s.mode == "cyclic" else [job.active_task]
+        return gates_of([self.archives[t] for t in targets])
+
     # -- results ------------------------------------------------------------------------------------
-    def aggregate_recipe(self) -> tuple[MergeRecipe, dict]:
-        """theta_agg = base + sum_k beta_k tau_k over each archive's best elite, beta = softmax(quality)."""
-        bests = [self.archives[t].best() for t in self.s.tasks]
+    def aggregate_recipe(self, chosen: Mapping[str, Elite] | None = None) -> tuple[MergeRecipe, dict]:
+        """theta_agg = base + sum_k beta_k tau_k over each archive's best elite (or the ``chosen`` one per
+        task), beta = softmax(quality)."""
+        bests = [(chosen or {}).get(t) or self.archives[t].best() for t in self.s.tasks]
         betas = aggregation_weights([b.quality for b in bests], self.s.aggregation_temperature)
         recipe = MergeRecipe(parents=tuple(b.model_id for b in bests), merge=MergeSpec(weights=tuple(betas)))
         info = {t: {"model": b.model_id, "quality": b.quality, "beta": beta}

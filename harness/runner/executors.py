@@ -1,6 +1,6 @@
 """Executors run evaluation jobs: inline (in this process) or in a pool of worker processes.
 
-Both expose ``submit(model_id, lineage, split) -> Future``; the runner never knows which one it has, so a
+Both expose ``submit(model_id, lineage, split, gates=None) -> Future``; the runner never knows which one it has, so a
 Ray executor (one GPU per actor) drops in behind the same two methods.
 """
 
@@ -15,7 +15,8 @@ from harness.runner.worker import Evaluator
 
 
 class Executor:
-    def submit(self, model_id: str, lineage: Mapping, split: str) -> Future:
+    def submit(self, model_id: str, lineage: Mapping, split: str, gates=None) -> Future:
+        """Evaluate a model; ``gates`` (racing) are the archives it will be offered to (harness/qd/racing.py)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -28,10 +29,10 @@ class InlineExecutor(Executor):
     def __init__(self, cfg_dict: Mapping, run_dir: Path):
         self.evaluator = Evaluator(cfg_dict, run_dir)
 
-    def submit(self, model_id, lineage, split) -> Future:
+    def submit(self, model_id, lineage, split, gates=None) -> Future:
         fut: Future = Future()
         try:
-            fut.set_result(self.evaluator.evaluate(model_id, lineage, split))
+            fut.set_result(self.evaluator.evaluate(model_id, lineage, split, gates))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future  # surfaced by fut.result() in the runner
             fut.set_exception(exc)
         return fut
@@ -48,9 +49,9 @@ def _init_worker(cfg_dict, run_dir) -> None:
     _WORKER = Evaluator(cfg_dict, run_dir)
 
 
-def _run_in_worker(model_id, lineage, split) -> dict:
+def _run_in_worker(model_id, lineage, split, gates) -> dict:
     assert _WORKER is not None
-    return _WORKER.evaluate(model_id, lineage, split)
+    return _WORKER.evaluate(model_id, lineage, split, gates)
 
 
 class ProcessExecutor(Executor):
@@ -61,8 +62,8 @@ class ProcessExecutor(Executor):
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(dict(cfg_dict), str(run_dir)))
 
-    def submit(self, model_id, lineage, split) -> Future:
-        return self.pool.submit(_run_in_worker, model_id, dict(lineage), split)
+    def submit(self, model_id, lineage, split, gates=None) -> Future:
+        return self.pool.submit(_run_in_worker, model_id, dict(lineage), split, gates)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -32,6 +32,7 @@ from harness.runner.checkpoint import (
     remove_stale_temporaries,
 )
 from harness.runner.executors import make_executor
+from harness.runner.validation import SEARCH, VALIDATION, finalists
 from harness.runner.worker import make_store
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 
@@ -72,6 +73,7 @@ class Runner:
         self.expert_names = sorted(self.store.expert_dirs)
         self.qd = CycleQD(qd_settings(cfg, [expert_id(e) for e in self.expert_names]), self.store.add)
         self.pending: "OrderedDict[int, Job]" = OrderedDict()
+        self._val_scores: dict[str, dict | None] = {}
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -142,19 +144,19 @@ class Runner:
     def run(self) -> dict:
         cfg_dict = OmegaConf.to_container(self.cfg, resolve=True)
         executor = make_executor(cfg_dict, self.run_dir)
-        split = self.cfg.runner.opt_split
+        split = self.search_split
         futures = {}
         bar = self._progress_bar()
         try:
             for job in self.pending.values():  # jobs in flight when the last run stopped
-                futures[job.job_id] = executor.submit(job.model_id, self.store.lineage(job.model_id), split)
+                futures[job.job_id] = self._submit(executor, job, split)
             while True:
                 while len(self.pending) < int(self.cfg.runner.workers):
                     job = self.qd.ask()
                     if job is None:
                         break
                     self.pending[job.job_id] = job
-                    futures[job.job_id] = executor.submit(job.model_id, self.store.lineage(job.model_id), split)
+                    futures[job.job_id] = self._submit(executor, job, split)
                 if not self.pending:
                     break
                 job_id, job = next(iter(self.pending.items()))
@@ -165,6 +167,10 @@ class Runner:
                     self.qd.history[-1]["cached"] = True
                 if job.kind == "child":
                     self.qd.history[-1]["timings"] = result["timings"]
+                    if "samples" in result:
+                        self.qd.history[-1]["samples"] = result["samples"]
+                    if result.get("raced") is not None:
+                        self.qd.history[-1]["raced"] = result["raced"]
                     if job.generation % int(self.cfg.runner.snapshot_every) == 0 or self.qd.done:
                         self.snapshot(job.generation)
                     every = int(self.cfg.runner.progress_every)
@@ -182,12 +188,44 @@ class Runner:
             self.close()
         return results
 
+    @property
+    def search_split(self) -> str:
+        """What the search optimises on: the optimisation split, less its validation slice if one is held out."""
+        return SEARCH if self.cfg.runner.validation_fraction > 0 else self.cfg.runner.opt_split
+
+    def finalists(self, executor) -> tuple[dict | None, dict | None]:
+        """The elites of the final merge: each archive's best (the paper), or with a validation slice the
+        best on it of each archive's ``validation_top_k`` best (harness/runner/validation.py)."""
+        if not self.cfg.runner.validation_fraction > 0:
+            return None, None
+        def val_scores(mid: str):
+            if mid not in self._val_scores:  # an elite stays an elite: progress points re-ask the same ones
+                self._val_scores[mid] = executor.submit(mid, self.store.lineage(mid), VALIDATION).result()["scores"]
+            return self._val_scores[mid]
+
+        return finalists(self.qd.archives, int(self.cfg.runner.validation_top_k), val_scores)
+
+    def aggregate_recipe(self, executor) -> tuple[MergeRecipe, dict]:
+        chosen, record = self.finalists(executor)
+        recipe, info = self.qd.aggregate_recipe(chosen)
+        if record is not None:
+            for t in info:
+                info[t]["validation"] = record[t]
+        return recipe, info
+
+    def _submit(self, executor, job: Job, split: str):
+        """Hand ``job`` to the executor; with racing, a child carries the gates of the archives it will meet.
+        Archives only improve, so gates taken now (or again on resume) are safe until the job is told."""
+        race = self.cfg.runner.race and self.cfg.runner.race_chunk and job.kind == "child"
+        return executor.submit(job.model_id, self.store.lineage(job.model_id), split,
+                               self.qd.gates(job) if race else None)
+
     def progress_point(self, executor, generation: int) -> None:
         """Score the model CycleQD would return now on the test split; appended to progress.json before
         the checkpoint, so a run killed in between recomputes it on resume (same model, same score)."""
         path = self.run_dir / "progress.json"
         points = [p for p in (read_json(path) if path.exists() else []) if p["generation"] < generation]
-        recipe, _ = self.qd.aggregate_recipe()
+        recipe, _ = self.aggregate_recipe(executor)
         mid = self.store.add(recipe)
         res = executor.submit(mid, self.store.lineage(mid), self.cfg.runner.test_split).result()
         scores = res["scores"]
@@ -198,7 +236,7 @@ class Runner:
     # -- final model and leaderboard ----------------------------------------------------------------
     def final_evaluation(self, executor) -> dict:
         """Score base, experts, each archive's best elite and the aggregated model on both splits."""
-        recipe, info = self.qd.aggregate_recipe()
+        recipe, info = self.aggregate_recipe(executor)
         final_id = self.store.add(recipe)
         self.checkpoint()  # the final recipe is part of the store index from now on
         rows = []
@@ -207,7 +245,7 @@ class Runner:
             mean_id = self.store.add(MergeRecipe(tuple(expert_id(e) for e in self.expert_names),
                                                  MERGE_METHODS.get("mean").spec()))
             rows += [("mean_merge", mean_id)]
-            rows += [(f"best:{t}", a.best().model_id) for t, a in self.qd.archives.items()]
+            rows += [(f"best:{t}", info[t]["model"]) for t in self.qd.archives]
         rows += [("cycleqd", final_id)]
         splits = [self.cfg.runner.opt_split, self.cfg.runner.test_split]
         table = []

@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from omegaconf import OmegaConf
 
-from harness.domain import DomainContext, build_domain
-from harness.errors import NonFiniteError
+from harness.domain import DomainContext, TaskResult, build_domain
+from harness.errors import ConfigError, NonFiniteError
+from harness.heartbeat import Heartbeat
+from harness.qd.racing import ArchiveGate, any_could_enter
 from harness.runner.score_cache import ScoreCache
+from harness.runner.validation import is_slice, slice_of
 from harness.store.model_store import ModelStore
 from harness.worlds import build_world
 
@@ -53,61 +56,148 @@ class Evaluator:
             t.name: build_domain(t.domain, task=t.name, ctx=ctx, params=OmegaConf.to_container(t.params))
             for t in self.cfg.tasks
         }
+        self.heartbeat = Heartbeat(float(self.cfg.runner.get("heartbeat_s", 30.0)))
         for d in self.domains.values():
             d.setup()
+        for key in ("race_chunk", "validation_fraction"):
+            if self.cfg.runner.get(key):
+                for name, d in self.domains.items():
+                    if d.instances(self.cfg.runner.opt_split) is None:
+                        raise ConfigError(f"runner.{key}: task {name!r} (domain {d.name!r}) cannot be scored in "
+                                          f"chunks (it has no Domain.instances); unset {key}")
         self.cache = None
         if self.cfg.runner.get("score_cache"):
             self.cache = ScoreCache(self.cfg.runner.score_cache, tasks=OmegaConf.to_container(self.cfg.tasks),
                                     seed=int(self.cfg.seed), data_root=data_root, engine=ctx.engine,
                                     base_dir=base, experts=experts,
                                     settings={"torch_threads": int(self.cfg.runner.torch_threads),
+                                              "race_chunk": self.cfg.runner.get("race_chunk"),
+                                              "validation_fraction": self.cfg.runner.get("validation_fraction"),
                                               "max_harness_failures": float(self.cfg.runner.max_harness_failures)})
 
-    def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
-        """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...}}
-        (from ``runner.score_cache`` when this model was scored on this split before, with "cached": true)"""
+    def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str,
+                 gates: Sequence[Mapping] | None = None) -> dict:
+        """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...},
+        "samples": {"evaluated", "total"}} (from ``runner.score_cache`` when this model was scored on this
+        split before, with "cached": true). With ``gates`` (racing) a child no archive could take comes back
+        early with "scores": None, "error": None and "raced": the bounds on its scores when it stopped."""
         if self.cache is not None:
             key = self.cache.key(model_id, split)
             hit = self.cache.get(key)
             if hit is not None:
                 return {**hit, "timings": {}, "cached": True}  # no time spent: kept out of speed reports
-            res = self._evaluate(model_id, lineage, split)
-            if res["error"] is None:  # rejections are not cached: a harness failure may be transient
+            res = self._evaluate(model_id, lineage, split, gates)
+            # rejections are not cached (a harness failure may be transient), nor races (they depend on the gate)
+            if res["error"] is None and res["scores"] is not None:
                 self.cache.put(key, res)
             return res
-        return self._evaluate(model_id, lineage, split)
+        return self._evaluate(model_id, lineage, split, gates)
 
-    def _evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str) -> dict:
+    def _evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str,
+                  gates: Sequence[Mapping] | None = None) -> dict:
+        self.heartbeat.begin(f"{model_id} on {split}")
+        try:
+            return self._evaluate_model(model_id, lineage, split, gates)
+        finally:
+            self.heartbeat.end()
+
+    def _evaluate_model(self, model_id, lineage, split, gates) -> dict:
         self.store.register(lineage)
         t0 = time.perf_counter()
         try:
             sd = self.store.state_dict(model_id)
         except NonFiniteError as exc:
             return {"scores": None, "error": f"rejected: {exc}", "timings": {}, "status_counts": {}}
-        return self.score_state_dict(sd, split, {"materialise": time.perf_counter() - t0})
+        return self.score_state_dict(sd, split, {"materialise": time.perf_counter() - t0}, gates)
 
-    def score_state_dict(self, sd: Mapping[str, torch.Tensor], split: str, timings: dict | None = None) -> dict:
+    def score_state_dict(self, sd: Mapping[str, torch.Tensor], split: str, timings: dict | None = None,
+                         gates: Sequence[Mapping] | None = None) -> dict:
         """Every task's verdict on one set of weights: the same result dict as ``evaluate`` (uncached).
         A non-finite quality or more harness failures than ``runner.max_harness_failures`` reject it."""
         timings = dict(timings or {})
+        chunk = self.cfg.runner.get("race_chunk")
+        if chunk or is_slice(split):
+            samples, raced = self._score_in_chunks(sd, split, int(chunk or 0), timings, gates)
+        else:
+            samples, raced = {}, None
+            for name, dom in self.domains.items():
+                t1 = time.perf_counter()
+                planned = dom.instances(split)
+                self.heartbeat.at(name, 0, len(planned) if planned is not None else 0)
+                res = dom.evaluate(sd, split=split)
+                timings[f"eval:{name}"] = time.perf_counter() - t1
+                self.heartbeat.at(name, len(res.samples), len(res.samples))
+                samples[name] = (res.quality, res)
+        evaluated = sum(len(r.samples) for _, r in samples.values())
+        total = evaluated if raced is None else raced.pop("_total")
+        out = {"timings": timings, "samples": {"evaluated": evaluated, "total": total}}
+        if raced is not None:
+            counts = {name: r.status_counts() for name, (_, r) in samples.items()}
+            return {"scores": None, "error": None, "raced": raced, "status_counts": counts, **out}
         scores, counts = {}, {}
-        for name, dom in self.domains.items():
-            t1 = time.perf_counter()
-            res = dom.evaluate(sd, split=split)
-            timings[f"eval:{name}"] = time.perf_counter() - t1
-            q = float(res.quality)
+        for name, (q, res) in samples.items():
+            q = float(q)
             if not (math.isfinite(q) and 0.0 <= q <= 1.0):
                 return {"scores": None, "error": f"rejected: domain {name!r} returned quality {q!r}",
-                        "timings": timings, "status_counts": counts}
+                        "status_counts": counts, **out}
             counts[name] = res.status_counts()
             verdict = res.harness_verdict(name, float(self.cfg.runner.max_harness_failures))
             if verdict:
-                return {"scores": None, "timings": timings, "status_counts": counts,
+                return {"scores": None, "status_counts": counts, **out,
                         "error": f"rejected (runner.max_harness_failures): {verdict}"}
             scores[name] = q
-        return {"scores": scores, "error": None, "timings": timings, "status_counts": counts}
+        return {"scores": scores, "error": None, "status_counts": counts, **out}
+
+    def instances(self, name: str, split: str) -> list[int]:
+        """Task ``name``'s instances of ``split``, the validation slices (harness/runner/validation.py)
+        included."""
+        dom = self.domains[name]
+        if not is_slice(split):
+            return dom.instances(split)
+        return slice_of(dom.instances(self.cfg.runner.opt_split), split, task=name, seed=int(self.cfg.seed),
+                        fraction=float(self.cfg.runner.validation_fraction))
+
+    def _score_in_chunks(self, sd, split: str, chunk: int, timings: dict, gates) -> tuple[dict, dict | None]:
+        """Round robin over tasks, ``chunk`` instances at a time (0: a task's whole plan in one call); after
+        each chunk, with ``gates``, stop when no archive could take the model (harness/qd/racing.py).
+        Returns {task: (quality, TaskResult)} and None, or the partial results and the bounds it stopped at."""
+        plan = {name: self.instances(name, split) for name in self.domains}
+        chunk = chunk or max(len(idx) for idx in plan.values())
+        gates = [ArchiveGate.from_dict(g) for g in gates or ()]
+        done: dict[str, list] = {name: [] for name in self.domains}
+        rounds = max((len(idx) + chunk - 1) // chunk for idx in plan.values())
+        for r in range(rounds):
+            for name, dom in self.domains.items():
+                part = plan[name][r * chunk:(r + 1) * chunk]
+                if not part:
+                    continue
+                t1 = time.perf_counter()
+                self.heartbeat.at(name, len(done[name]), len(plan[name]))
+                done[name] += dom.evaluate_instances(sd, split=split, indices=part)
+                self.heartbeat.at(name, len(done[name]), len(plan[name]))
+                timings[f"eval:{name}"] = timings.get(f"eval:{name}", 0.0) + time.perf_counter() - t1
+                if gates and any(len(done[n]) < len(plan[n]) for n in plan):
+                    bounds = {n: self._bounds(d, done[n], plan[n]) for n, d in self.domains.items()}
+                    if not any_could_enter(gates, bounds):
+                        partial = {n: (None, TaskResult(0.0, done[n])) for n in self.domains}
+                        return partial, {**{n: list(b) for n, b in bounds.items()},
+                                         "_total": sum(len(p) for p in plan.values())}
+        return {name: (dom.aggregate(done[name]), TaskResult(dom.aggregate(done[name]), done[name]))
+                for name, dom in self.domains.items()}, None
+
+    @staticmethod
+    def _bounds(dom, done: list, planned: list[int]) -> tuple[float, float]:
+        """The lowest and highest quality the task can still end with: pending instances scored 0 and 1 in
+        their places (``Domain.aggregate`` is monotone, and so is IEEE rounding)."""
+        pending = planned[len(done):]
+        if not pending:
+            q = dom.aggregate(done)
+            return q, q
+        return (dom.aggregate(done + [dom.pending_result(i, 0.0) for i in pending]),
+                dom.aggregate(done + [dom.pending_result(i, 1.0) for i in pending]))
 
     def close(self) -> None:
+        self.heartbeat.close()
         for d in self.domains.values():
             d.close()
         self.store.close()

@@ -1,0 +1,82 @@
+"""Exact racing: stop scoring a child as soon as no archive could take it, whatever the rest would give.
+
+Why: most children of a CycleQD run land in cells whose incumbent is better (in the mini world about three
+in four after the first generations); scoring them to the last instance buys nothing. Racing scores a
+child in chunks of instances, interleaved across tasks, and after each chunk asks the archives, from
+*bounds* on each task's final score, whether any cell could still take the child. No statistics: the
+bounds are what the remaining instances could give at worst and at best, so a stopped child is exactly a
+child the full evaluation would have rejected, and a run with racing ends with the same archives as the
+same run without it (tests/harness/qd/test_racing.py).
+
+Two facts make it exact:
+- A domain's quality is non-decreasing in every sample's score (``Domain.aggregate``), and IEEE rounding
+  is monotone, so scoring the pending samples 0 (1), in their place, gives a lower (upper) bound that the
+  computed score cannot cross, bit for bit.
+- Archives only improve (a cell, once filled, keeps an incumbent whose quality never falls), so a gate taken
+  from the archives any time between asking for a child and telling its result is safe to prune against.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping, Sequence
+
+from harness.qd.archive import GridArchive
+
+Bounds = Mapping[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class ArchiveGate:
+    """What racing needs of one archive: its geometry and the incumbents' qualities, as plain data (it
+    travels with the job to the worker and sits in the checkpoint for jobs in flight)."""
+
+    task: str
+    behavior_tasks: tuple[str, ...]
+    bounds: dict[str, tuple[float, float]]
+    bins: int
+    incumbents: dict[tuple[int, ...], float]
+
+    @classmethod
+    def of(cls, archive: GridArchive) -> "ArchiveGate":
+        return cls(archive.task, tuple(archive.behavior_tasks), dict(archive.bounds), archive.bins,
+                   {e.cell: e.quality for e in archive.elites()})
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "behavior_tasks": list(self.behavior_tasks),
+                "bounds": {t: list(b) for t, b in self.bounds.items()}, "bins": self.bins,
+                "incumbents": [[list(c), q] for c, q in sorted(self.incumbents.items())]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ArchiveGate":
+        return cls(d["task"], tuple(d["behavior_tasks"]), {t: tuple(b) for t, b in d["bounds"].items()},
+                   int(d["bins"]), {tuple(c): float(q) for c, q in d["incumbents"]})
+
+    @cached_property
+    def _geometry(self) -> GridArchive:
+        """An empty archive of the same shape: its ``index_of`` is the cell rule, bit for bit."""
+        return GridArchive(task=self.task, behavior_tasks=self.behavior_tasks, bounds=self.bounds, bins=self.bins)
+
+    def could_enter(self, bounds: Bounds) -> bool:
+        """True unless every cell the behaviour bounds reach holds an incumbent at least as good as the
+        best quality the child could still reach (insertion needs strictly better)."""
+        top = float(bounds[self.task][1])
+        lo_cell = self._geometry.index_of({t: bounds[t][0] for t in self.behavior_tasks})
+        hi_cell = self._geometry.index_of({t: bounds[t][1] for t in self.behavior_tasks})
+        for cell in itertools.product(*(range(a, b + 1) for a, b in zip(lo_cell, hi_cell))):
+            q = self.incumbents.get(cell)
+            if q is None or top > q:
+                return True
+        return False
+
+
+def gates_of(archives: Sequence[GridArchive]) -> list[dict]:
+    """The gate of each archive a child will be offered to, serialised."""
+    return [ArchiveGate.of(a).to_dict() for a in archives]
+
+
+def any_could_enter(gates: Sequence[ArchiveGate], bounds: Bounds) -> bool:
+    """Whether any of ``gates`` could take a child whose final scores lie in ``bounds``."""
+    return any(g.could_enter(bounds) for g in gates)
