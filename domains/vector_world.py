@@ -8,6 +8,14 @@ quality = fraction solved. Expert k is base + T_k + noise: p_k ~ 1 on its own ta
 Because the score is concave in progress, a model that makes partial progress on every task beats every
 expert on average: the regime CycleQD is built for. The samples are split into opt / test halves.
 
+Scaling alone must not win (with pure progress, task arithmetic with lambda = 1.2 beat every search), so a
+sample is judged on the *effective* progress
+    e_k = p_k - overshoot * max(0, p_k - 1) - sum_{j != k} A[k, j] * max(0, p_j),
+an overshoot term (pushing a skill past its expert's strength breaks it: with the default 2, each unit past
+1 costs two) and an interference term (progress on task j costs task k; ``A`` is asymmetric, drawn from
+U[0, interference] per world seed), so the best model needs different coefficients per task, which one
+lambda cannot give. ``overshoot = interference = 0`` is the old, monotone world.
+
 Everything (base, experts, directions, difficulties) is a deterministic function of ``world_seed``.
 """
 
@@ -68,6 +76,12 @@ def difficulties(world_seed: int, task_index: int, n_samples: int) -> torch.Tens
     return 1.2 * torch.rand(n_samples, generator=g, dtype=torch.float64) ** 2
 
 
+def interference_matrix(world_seed: int, n_tasks: int, scale: float) -> torch.Tensor:
+    """A[k, j]: how much progress on task j costs task k (zero diagonal, asymmetric, U[0, scale])."""
+    a = scale * torch.rand(n_tasks, n_tasks, generator=_gen(world_seed, 5), dtype=torch.float64)
+    return a.fill_diagonal_(0.0)
+
+
 def build_vector_world(out_dir: str | Path, *, world_seed: int = 0, n_tasks: int = 3, dim: int = 32,
                        noise: float = 0.02) -> dict[str, Path]:
     """Write base/ and experts/task{k}/ as HF-style directories; returns {name: path}. Idempotent."""
@@ -102,8 +116,12 @@ class VectorWorldDomain(Domain):
         n_tasks: int = 3
         dim: int = 32
         n_samples: int = 200
+        overshoot: float = 2.0  # cost per unit of progress past the expert's (1)
+        interference: float = 0.5  # A[k, j] ~ U[0, interference]
 
         def validate(self) -> None:
+            if self.overshoot < 0 or self.interference < 0:
+                raise ValueError(f"overshoot and interference must be >= 0, got {self.overshoot}, {self.interference}")
             if not 0 <= self.task_index < self.n_tasks:
                 raise ValueError(f"task_index {self.task_index} not in [0, {self.n_tasks})")
             if self.dim < 1 or self.n_samples < 2:
@@ -114,19 +132,32 @@ class VectorWorldDomain(Domain):
         world_seed, task_index, n_tasks = params.world_seed, params.task_index, params.n_tasks
         dim, n_samples = params.dim, params.n_samples
         self.base = base_weights(world_seed, dim)
-        self.direction = task_directions(world_seed, dim, n_tasks)[task_index]
+        self.directions = task_directions(world_seed, dim, n_tasks)
+        self.direction = self.directions[task_index]
         self.norm2 = sum(float((d * d).sum()) for d in self.direction.values())
+        self.task_index = task_index
+        self.interference = interference_matrix(world_seed, n_tasks, params.interference)[task_index].tolist()
         theta = difficulties(world_seed, task_index, n_samples)
         perm = torch.randperm(n_samples, generator=_gen(world_seed, 4, task_index))
         half = n_samples // 2
         self.splits = {"opt": perm[:half], "test": perm[half:]}
         self.theta = theta
 
-    def progress(self, state_dict: Mapping[str, torch.Tensor]) -> float:
+    def progress(self, state_dict: Mapping[str, torch.Tensor], direction: Mapping[str, torch.Tensor] | None = None) -> float:
+        """p = <tau, T> / <T, T> along this task's direction (or ``direction``, of the same norm)."""
         dot = 0.0
-        for m, d in self.direction.items():
+        for m, d in (direction or self.direction).items():
             dot += float(((state_dict[m].double() - self.base[m].double()) * d.double()).sum())
         return dot / self.norm2
+
+    def effective_progress(self, state_dict: Mapping[str, torch.Tensor]) -> float:
+        """Progress less the overshoot and interference terms (module docstring)."""
+        p = self.progress(state_dict)
+        e = p - self.params.overshoot * max(0.0, p - 1.0)
+        for j, a in enumerate(self.interference):
+            if j != self.task_index and a:
+                e -= a * max(0.0, self.progress(state_dict, self.directions[j]))
+        return e
 
     def evaluate(self, state_dict, *, split: str) -> TaskResult:
         samples = self.evaluate_instances(state_dict, split=split, indices=self.instances(split))
@@ -136,7 +167,7 @@ class VectorWorldDomain(Domain):
         return self.splits[split].tolist()
 
     def evaluate_instances(self, state_dict, *, split: str, indices) -> list[SampleResult]:
-        p = self.progress(state_dict)
+        p = self.effective_progress(state_dict)
         samples = []
         for i in indices:
             ok = p >= float(self.theta[i])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from domains.vector_world import build_vector_world
+from domains.vector_world import VectorWorldDomain, base_weights, build_vector_world, task_directions
 from harness.domain import Domain, DomainContext, TaskResult, build_domain, get_domain
 from harness.errors import ConfigError
 from harness.merging.safetensors_io import CheckpointReader
@@ -57,3 +57,23 @@ def test_registry_errors_and_out_of_tree_reference():
     assert d.evaluate({}, split="opt").quality == 0.25
     with pytest.raises(ConfigError, match=r"tasks\.c\.params"):
         build_domain(f"{__name__}:Constant", task="c", ctx=CTX, params={"valu": 1})
+
+
+def test_scaling_alone_cannot_win_on_the_default_world(tmp_path):
+    """Overshoot and interference: one lambda past the experts' scale loses, and per-task progress costs the
+    other tasks, so the sum of task vectors does not solve everything."""
+    base, dirs = base_weights(0, 32), task_directions(0, 32, 3)
+    doms = [VectorWorldDomain(task=f"t{k}", ctx=DomainContext(None, 0, tmp_path),
+                              params=VectorWorldDomain.Params(task_index=k)) for k in range(3)]
+
+    def avg(lam):
+        sd = {m: base[m] + lam * sum(d[m] for d in dirs) for m in dirs[0]}
+        sd["norm.weight"] = base["norm.weight"]
+        return sum(d.evaluate(sd, split="test").quality for d in doms) / 3
+
+    assert avg(1.2) < avg(1.0) and avg(1.5) < avg(1.2)
+    assert avg(1.0) < 0.9  # interference: the plain sum does not solve every easy sample
+    flat = [VectorWorldDomain(task="t0", ctx=DomainContext(None, 0, tmp_path),
+                              params=VectorWorldDomain.Params(task_index=0, overshoot=0.0, interference=0.0))]
+    sd = {m: base[m] + 1.5 * sum(d[m] for d in dirs) for m in dirs[0]}
+    assert flat[0].evaluate(sd, split="test").quality == 1.0  # the old world: scaling up always paid

@@ -43,7 +43,7 @@ def test_a_run_with_a_validation_slice(tmp_path):
                                                   "runner.validation_fraction=0.25"], run_dir=tmp_path / "r")
     hist = read_json(run_dir / "checkpoint.json")["qd"]["history"]
     assert all(h["samples"]["total"] == 3 * 75 for h in hist if h["kind"] == "child")  # 100 opt - 25 val, x3 tasks
-    for t, info in res["aggregation"].items():
+    for info in res["aggregation"].values():
         cands = info["validation"]["candidates"]
         assert 1 <= len(cands) <= 3 and all(c["val"] is not None for c in cands)
         assert info["model"] == info["validation"]["chosen"]
