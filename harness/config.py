@@ -99,6 +99,9 @@ class RunnerConfig:
     # exact racing (harness/qd/racing.py, needs race_chunk): stop scoring a child once no archive could
     # take it whatever its remaining instances give; the archives end exactly as without it
     race: bool = True
+    # the order racing scores tasks in: empty = round robin over the tasks, a chunk each; a list of every task
+    # = each task to its end in that order (put the most expensive last: only its chunks can be skipped)
+    race_order: list[str] = field(default_factory=list)
     # hold out this fraction of each task's optimisation split (harness/runner/validation.py): the search
     # runs on the rest ("search"), and the final merge takes, per archive, the best on the held-out slice
     # ("val") of its validation_top_k best elites. 0: the paper's rule (each archive's best as is).
@@ -223,6 +226,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"runner.validation_top_k: must be >= 1, got {cfg.runner.validation_top_k}")
     if not cfg.runner.heartbeat_s > 0:
         raise ConfigError(f"runner.heartbeat_s: must be > 0, got {cfg.runner.heartbeat_s}")
+    names = [t.name for t in cfg.tasks]
+    if cfg.runner.race_order and sorted(cfg.runner.race_order) != sorted(names):
+        raise ConfigError(f"runner.race_order: must list every task once ({names}), got {list(cfg.runner.race_order)}")
     if cfg.runner.race_chunk is not None and cfg.runner.race_chunk < 1:
         raise ConfigError(f"runner.race_chunk: must be >= 1 (or null), got {cfg.runner.race_chunk}")
     if cfg.runner.final_rows not in ("all", "final"):

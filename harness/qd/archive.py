@@ -108,11 +108,13 @@ class GridArchive:
         Values below ``lo`` go to the first bin, values above ``hi`` to the last (per axis: the official
         code clips every axis with the first axis's size, which we do not copy).
         """
-        idx = []
-        for t, edges in zip(self.behavior_tasks, self._edges):
-            b = int(np.digitize(float(scores[t]), edges, right=True)) - 1
-            idx.append(min(max(b, 0), self.bins - 1))
-        return tuple(idx)
+        return tuple(self.bin_of(t, scores[t]) for t in self.behavior_tasks)
+
+    def bin_of(self, task: str, value: float) -> int:
+        """The bin of ``value`` on behaviour axis ``task`` (the rule of ``index_of``, one axis)."""
+        edges = self._edges[self.behavior_tasks.index(task)]
+        b = int(np.digitize(float(value), edges, right=True)) - 1
+        return min(max(b, 0), self.bins - 1)
 
     # -- insertion ------------------------------------------------------------------------------------
     def add(self, model_id: str, scores: Mapping[str, float], generation: int) -> AddStatus:

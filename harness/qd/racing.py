@@ -19,13 +19,29 @@ Two facts make it exact:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Sequence
 
 from harness.qd.archive import GridArchive
 
-Bounds = Mapping[str, tuple[float, float]]
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a task's final score can still land: within [lo, hi], and, when known, only on ``values`` (a
+    score that is a mean of 0/1 verdicts over n instances takes at most pending + 1 values, so bins between
+    them are out of reach)."""
+
+    lo: float
+    hi: float
+    values: tuple[float, ...] | None = None
+
+    def to_list(self) -> list:
+        return [self.lo, self.hi] if self.values is None else [self.lo, self.hi, list(self.values)]
+
+
+Bounds = Mapping[str, Reach]
 
 
 @dataclass(frozen=True)
@@ -60,12 +76,17 @@ class ArchiveGate:
         return GridArchive(task=self.task, behavior_tasks=self.behavior_tasks, bounds=self.bounds, bins=self.bins)
 
     def could_enter(self, bounds: Bounds) -> bool:
-        """True unless every cell the behaviour bounds reach holds an incumbent at least as good as the
-        best quality the child could still reach (insertion needs strictly better)."""
-        top = float(bounds[self.task][1])
-        lo_cell = self._geometry.index_of({t: bounds[t][0] for t in self.behavior_tasks})
-        hi_cell = self._geometry.index_of({t: bounds[t][1] for t in self.behavior_tasks})
-        for cell in itertools.product(*(range(a, b + 1) for a, b in zip(lo_cell, hi_cell))):
+        """True unless every cell the behaviour scores can still reach holds an incumbent at least as good
+        as the best quality the child could still reach (insertion needs strictly better)."""
+        top = float(bounds[self.task].hi)
+        axes = []
+        for t in self.behavior_tasks:
+            r = bounds[t]
+            if r.values is not None:
+                axes.append(sorted({self._geometry.bin_of(t, v) for v in r.values}))
+            else:
+                axes.append(range(self._geometry.bin_of(t, r.lo), self._geometry.bin_of(t, r.hi) + 1))
+        for cell in itertools.product(*axes):
             q = self.incumbents.get(cell)
             if q is None or top > q:
                 return True
@@ -80,3 +101,38 @@ def gates_of(archives: Sequence[GridArchive]) -> list[dict]:
 def any_could_enter(gates: Sequence[ArchiveGate], bounds: Bounds) -> bool:
     """Whether any of ``gates`` could take a child whose final scores lie in ``bounds``."""
     return any(g.could_enter(bounds) for g in gates)
+
+
+MAX_COMBINATIONS = 4096  # beyond this many ways to complete a task, racing uses its interval only
+
+
+def reach(domain, done: Sequence, planned: Sequence[int], values: bool = True) -> Reach:
+    """Where ``domain``'s quality can land once the instances ``planned[len(done):]`` are scored.
+
+    The interval scores the pending instances 0 and 1 in their places. When every verdict so far is 0 or 1
+    (the agent domains' and the vector world's), the reachable values are enumerated too: the pending
+    instances are grouped by what ``Domain.pending_result`` puts in ``detail`` (DB: the category), and each
+    count of solved instances per group gives one value, computed on a list in the final order (placeholders
+    in their places), so it equals the final score bit for bit when the counts match. ``values=False``
+    skips the enumeration (the interval is cheap; the values cost one aggregate per way to complete)."""
+    pending = list(planned[len(done):])
+    agg = domain.aggregate
+    if not pending:
+        q = agg(list(done))
+        return Reach(q, q, (q,))
+    zeros = [domain.pending_result(i, 0.0) for i in pending]
+    ones = [domain.pending_result(i, 1.0) for i in pending]
+    lo, hi = agg([*done, *zeros]), agg([*done, *ones])
+    if not values or any(s.score not in (0.0, 1.0) for s in done):
+        return Reach(lo, hi)
+    groups: dict[str, list[int]] = {}
+    for pos, r in enumerate(ones):
+        groups.setdefault(repr(sorted(r.detail.items())), []).append(pos)
+    members = list(groups.values())
+    if math.prod(len(g) + 1 for g in members) > MAX_COMBINATIONS:
+        return Reach(lo, hi)
+    values = set()
+    for counts in itertools.product(*(range(len(g) + 1) for g in members)):
+        solved = {pos for g, j in zip(members, counts) for pos in g[:j]}
+        values.add(agg([*done, *(ones[p] if p in solved else zeros[p] for p in range(len(pending)))]))
+    return Reach(lo, hi, tuple(sorted(values)))

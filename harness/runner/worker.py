@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from harness.domain import DomainContext, TaskResult, build_domain
 from harness.errors import ConfigError, NonFiniteError
 from harness.heartbeat import Heartbeat
-from harness.qd.racing import ArchiveGate, any_could_enter
+from harness.qd.racing import ArchiveGate, any_could_enter, reach
 from harness.runner.score_cache import ScoreCache
 from harness.runner.validation import is_slice, slice_of
 from harness.store.model_store import ModelStore
@@ -158,43 +158,53 @@ class Evaluator:
                         fraction=float(self.cfg.runner.validation_fraction))
 
     def _score_in_chunks(self, sd, split: str, chunk: int, timings: dict, gates) -> tuple[dict, dict | None]:
-        """Round robin over tasks, ``chunk`` instances at a time (0: a task's whole plan in one call); after
-        each chunk, with ``gates``, stop when no archive could take the model (harness/qd/racing.py).
-        Returns {task: (quality, TaskResult)} and None, or the partial results and the bounds it stopped at."""
+        """Score ``chunk`` instances at a time (0: a task's whole plan in one call), round robin over the
+        tasks or in ``runner.race_order``; after each chunk, with ``gates``, stop when no archive could take
+        the model (harness/qd/racing.py). Returns {task: (quality, TaskResult)} and None, or the partial
+        results and the reach of each task's score when it stopped."""
         plan = {name: self.instances(name, split) for name in self.domains}
         chunk = chunk or max(len(idx) for idx in plan.values())
         gates = [ArchiveGate.from_dict(g) for g in gates or ()]
         done: dict[str, list] = {name: [] for name in self.domains}
-        rounds = max((len(idx) + chunk - 1) // chunk for idx in plan.values())
-        for r in range(rounds):
-            for name, dom in self.domains.items():
-                part = plan[name][r * chunk:(r + 1) * chunk]
-                if not part:
-                    continue
-                t1 = time.perf_counter()
-                self.heartbeat.at(name, len(done[name]), len(plan[name]))
-                done[name] += dom.evaluate_instances(sd, split=split, indices=part)
-                self.heartbeat.at(name, len(done[name]), len(plan[name]))
-                timings[f"eval:{name}"] = timings.get(f"eval:{name}", 0.0) + time.perf_counter() - t1
-                if gates and any(len(done[n]) < len(plan[n]) for n in plan):
-                    bounds = {n: self._bounds(d, done[n], plan[n]) for n, d in self.domains.items()}
-                    if not any_could_enter(gates, bounds):
-                        partial = {n: (None, TaskResult(0.0, done[n])) for n in self.domains}
-                        return partial, {**{n: list(b) for n, b in bounds.items()},
-                                         "_total": sum(len(p) for p in plan.values())}
+        coarse: dict = {}  # per task: its latest Reach without / with values (recomputed when it moves)
+        fine: dict = {}
+        for name, r in self._steps(plan, chunk):
+            dom = self.domains[name]
+            part = plan[name][r * chunk:(r + 1) * chunk]
+            t1 = time.perf_counter()
+            self.heartbeat.at(name, len(done[name]), len(plan[name]))
+            done[name] += dom.evaluate_instances(sd, split=split, indices=part)
+            self.heartbeat.at(name, len(done[name]), len(plan[name]))
+            timings[f"eval:{name}"] = timings.get(f"eval:{name}", 0.0) + time.perf_counter() - t1
+            if not gates or all(len(done[n]) == len(plan[n]) for n in plan):
+                continue
+            # intervals first (cheap); the reachable values only when the intervals cannot decide
+            coarse[name] = reach(dom, done[name], plan[name], values=False)
+            fine.pop(name, None)
+            for n, d in self.domains.items():
+                if n not in coarse:
+                    coarse[n] = reach(d, done[n], plan[n], values=False)
+            bounds = coarse
+            if any_could_enter(gates, bounds):
+                for n, d in self.domains.items():
+                    if n not in fine:
+                        fine[n] = reach(d, done[n], plan[n])
+                bounds = fine
+            if not any_could_enter(gates, bounds):
+                partial = {n: (None, TaskResult(0.0, done[n])) for n in self.domains}
+                return partial, {**{n: b.to_list() for n, b in bounds.items()},
+                                 "_total": sum(len(p) for p in plan.values())}
         return {name: (dom.aggregate(done[name]), TaskResult(dom.aggregate(done[name]), done[name]))
                 for name, dom in self.domains.items()}, None
 
-    @staticmethod
-    def _bounds(dom, done: list, planned: list[int]) -> tuple[float, float]:
-        """The lowest and highest quality the task can still end with: pending instances scored 0 and 1 in
-        their places (``Domain.aggregate`` is monotone, and so is IEEE rounding)."""
-        pending = planned[len(done):]
-        if not pending:
-            q = dom.aggregate(done)
-            return q, q
-        return (dom.aggregate(done + [dom.pending_result(i, 0.0) for i in pending]),
-                dom.aggregate(done + [dom.pending_result(i, 1.0) for i in pending]))
+    def _steps(self, plan: Mapping[str, list], chunk: int) -> list[tuple[str, int]]:
+        """(task, chunk number) in scoring order: each task to its end in ``runner.race_order`` if set, else
+        round robin over the tasks."""
+        n = {name: (len(idx) + chunk - 1) // chunk for name, idx in plan.items()}
+        order = list(self.cfg.runner.get("race_order") or [])
+        if order:
+            return [(name, r) for name in order for r in range(n[name])]
+        return [(name, r) for r in range(max(n.values())) for name in self.domains if r < n[name]]
 
     def close(self) -> None:
         self.heartbeat.close()
