@@ -10,10 +10,12 @@ test_one_merge_path.py checks it).
 For tensors ``tau_i`` (task vectors of one parameter, one per model) and weights ``w_i``:
 
 1. sparsify each ``tau_i`` (none, magnitude trim to ``density``, or DARE drop ``p`` with rescale);
-2. consensus: ``none`` sums ``c_i tau_i`` with ``c_i = scale * w_i / (sum_j w_j if normalize else 1)``,
-   accumulated in model order; ``ties`` elects a sign per entry, ``sign(sum_i w_i tau_i)``, takes the
-   *disjoint mean* over the models that agree with it, ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]``
-   (0 where none agree), and multiplies by ``scale``;
+2. consensus: ``none`` sums ``scale * w_i * tau_i`` in model order and, if ``normalize``, divides the sum
+   by ``sum_j w_j`` once at the end (a mean is the sum over n, one rounding, not a sum of tau_i / n);
+   ``ties`` elects a sign per entry, ``sign(sum_i w_i tau_i)`` (where that sum is exactly 0: no sign, so
+   the entry merges to 0, or ``ties_zero_sign="positive"``, +, as mergekit does), takes the *disjoint mean*
+   over the models that agree with it, ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]`` (0 where none
+   agree), and multiplies by ``scale``. It keeps one float32 buffer per model, never a stack of them;
 3. the merged task vector is added to the base by the caller (``base.float() + merged``).
 
 The named methods (``harness/merging/methods.py``) are settings of this one function.
@@ -45,24 +47,30 @@ class MergeSpec:
     scale: float = 1.0
     weights: tuple[float, ...] | None = None  # None: all ones
     seed: int = 0
+    trim_count: str = "round"  # magnitude: keep round(d*n) entries | "floor_min1": max(1, int(d*n)) (mergekit)
+    ties_zero_sign: str = "none"  # ties, where sum_i w_i tau_i == 0: "none" (entry 0) | "positive" (mergekit)
 
     def __post_init__(self):
         if self.sparsify not in SPARSIFY:
             raise ValueError(f"merge: unknown sparsify {self.sparsify!r} ({' | '.join(SPARSIFY)})")
         if self.consensus not in CONSENSUS:
             raise ValueError(f"merge: unknown consensus {self.consensus!r} ({' | '.join(CONSENSUS)})")
+        if self.trim_count not in ("round", "floor_min1"):
+            raise ValueError(f"merge: unknown trim_count {self.trim_count!r} (round | floor_min1)")
+        if self.ties_zero_sign not in ("none", "positive"):
+            raise ValueError(f"merge: unknown ties_zero_sign {self.ties_zero_sign!r} (none | positive)")
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
-    def coefficients(self, n: int) -> list[float]:
-        """The linear path's ``c_i``."""
+    def coefficients(self, n: int) -> tuple[list[float], float]:
+        """The linear path's ``scale * w_i`` and the divisor applied once to their sum (1 unless normalize)."""
         weights = self.weights if self.weights is not None else (1.0,) * n
         if len(weights) != n:
             raise ValueError(f"merge: {len(weights)} weights for {n} task vectors")
         total = float(sum(weights)) if self.normalize else 1.0
         if total == 0:
             raise ValueError("merge: normalized weights sum to zero")
-        return [self.scale * float(w) / total for w in weights]
+        return [self.scale * float(w) for w in weights], total
 
 
 def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
@@ -78,19 +86,22 @@ def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> to
         dense = list(sparse)
         if len(dense) != len(weights):
             raise ValueError(f"merge: {len(weights)} weights for {len(dense)} task vectors")
-        merged = _ties(dense, weights)
+        merged = _ties(dense, weights, spec.ties_zero_sign == "positive")
         if spec.scale != 1.0:
             merged.mul_(spec.scale)
         return merged
     merged: torch.Tensor | None = None
     count = 0
-    for c, t in zip(spec.coefficients(len(weights)), sparse):
+    coefs, divisor = spec.coefficients(len(weights))
+    for c, t in zip(coefs, sparse):
         if merged is None:
             merged = torch.zeros_like(t)
         merged.add_(t, alpha=c)
         count += 1
     if count != len(weights) or next(sparse, None) is not None or merged is None:
         raise ValueError(f"merge: {len(weights)} weights for a different number of task vectors")
+    if divisor != 1.0:
+        merged.div_(divisor)
     return merged
 
 
@@ -103,18 +114,26 @@ def _sparsified(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> Ite
         if spec.sparsify == "dare":
             yield dare_drop(t, spec.drop_p, gen)
         elif spec.sparsify == "magnitude":
-            yield magnitude_trim(t, spec.density)
+            yield magnitude_trim(t, spec.density, count=spec.trim_count)
         else:
             yield t
 
 
-def _ties(sparse: list[torch.Tensor], weights) -> torch.Tensor:
-    weighted = torch.stack([float(w) * t for w, t in zip(weights, sparse)])
-    elected = torch.sign(weighted.sum(0))
-    agree = (torch.sign(torch.stack(sparse)) == elected) & (elected != 0)
-    wcol = torch.tensor([float(w) for w in weights], dtype=torch.float32).view(-1, *([1] * sparse[0].dim()))
-    num = (weighted * agree).sum(0)
-    den = (wcol * agree).sum(0)
+def _ties(sparse: list[torch.Tensor], weights, zero_is_positive: bool = False) -> torch.Tensor:
+    """Sign election and disjoint mean, one model at a time: a running sum, then numerator and divisor
+    (three float32 buffers beside the inputs, where stacking them would hold n more)."""
+    total = torch.zeros_like(sparse[0])
+    for w, t in zip(weights, sparse):
+        total.add_(t, alpha=float(w))
+    elected = torch.sign(total)
+    if zero_is_positive:
+        elected[elected == 0] = 1.0
+    num = total.zero_()
+    den = torch.zeros_like(num)
+    for w, t in zip(weights, sparse):
+        agree = torch.sign(t) == elected
+        num.add_(torch.where(agree, t, 0.0), alpha=float(w))
+        den.add_(agree.to(den.dtype), alpha=float(w))
     safe_den = torch.where(den == 0, torch.ones_like(den), den)
     return torch.where(den != 0, num / safe_den, torch.zeros_like(num))
 

@@ -38,8 +38,8 @@ class MergeMethod:
 MEAN = MergeMethod("mean", {"normalize": True}, {"weights": None})
 TASK_ARITHMETIC = MergeMethod("task_arithmetic", {}, {"scale": 1.0, "weights": None})
 TIES = MergeMethod("ties", {"sparsify": "magnitude", "consensus": "ties"},
-                   {"density": 0.2, "scale": 1.0, "weights": None})
+                   {"density": 0.2, "scale": 1.0, "weights": None, "trim_count": "round", "ties_zero_sign": "none"})
 DARE_LINEAR = MergeMethod("dare_linear", {"sparsify": "dare"},
                           {"drop_p": 0.9, "scale": 1.0, "weights": None, "seed": 0})
 DARE_TIES = MergeMethod("dare_ties", {"sparsify": "dare", "consensus": "ties"},
-                        {"drop_p": 0.9, "scale": 1.0, "weights": None, "seed": 0})
+                        {"drop_p": 0.9, "scale": 1.0, "weights": None, "seed": 0, "ties_zero_sign": "none"})
