@@ -54,6 +54,12 @@ def _cmd_report(a) -> int:
     return 0
 
 
+def _cmd_spread(a) -> int:
+    summary = RUN_REPORTS.get("seed_spread")([Path(d) for d in a.reports], Path(a.out))
+    print((Path(a.out) / "spread.md").read_text(), end="")
+    return 0 if summary else 1
+
+
 def _cmd_merge(a) -> int:
     params = {}
     for kv in a.param:
@@ -173,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("run_dir")
     t.add_argument("--generation", type=int, default=None, help="archive snapshot for the heatmaps")
     t.set_defaults(fn=_cmd_report)
+    sp = sub.add_parser("spread", help="several seeds' leaderboard reports as one table: mean ± std per row, "
+                                       "CycleQD above / within / below each baseline's spread")
+    sp.add_argument("out", help="output directory (spread.md, spread.json, index.html)")
+    sp.add_argument("reports", nargs="+", help="directories holding a report.json (one per seed)")
+    sp.set_defaults(fn=_cmd_spread)
     m = sub.add_parser("merge", help=f"merge HF checkpoints ({', '.join(MERGE_METHODS.names())})")
     m.add_argument("method")
     m.add_argument("--base", required=True)
