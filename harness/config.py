@@ -74,7 +74,7 @@ class QDConfig:
 
 @dataclass
 class RunnerConfig:
-    executor: str = "inline"  # inline | process
+    executor: str = "inline"  # inline | process | gpu (one process per GPU group) | ray (harness/runner/executors.py)
     workers: int = 1  # jobs in flight
     torch_threads: int = 1  # fixed so SVD rounding (and so every child) is identical across workers
     snapshot_every: int = 1
@@ -107,6 +107,11 @@ class RunnerConfig:
     # ("val") of its validation_top_k best elites. 0: the paper's rule (each archive's best as is).
     validation_fraction: float = 0.0
     validation_top_k: int = 3
+    # executor gpu / ray: GPUs per worker; gpu: which GPU ids to use (empty: every visible one); ray: the
+    # cluster (null: a local Ray with runner.workers CPUs)
+    gpus_per_worker: int = 1
+    gpus: list[str] = field(default_factory=list)
+    ray_address: Optional[str] = None
     # log a line (logger ``cycleqd``) at least this often while a model is being scored (harness/heartbeat.py)
     heartbeat_s: float = 30.0
 
@@ -199,7 +204,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: {val!r} is not one of {reg.names()}")
     choices = {
         "qd.mode": (qd.mode, ("cyclic", "independent")),
-        "runner.executor": (cfg.runner.executor, ("inline", "process")),
+        "runner.executor": (cfg.runner.executor, ("inline", "process", "gpu", "ray")),
     }
     for key, (val, allowed) in choices.items():
         if val not in allowed:
