@@ -43,7 +43,9 @@ class ModelConfig:
     base: Optional[str] = None  # HF directory; or made by ``builder``
     experts: dict[str, str] = field(default_factory=dict)  # expert name -> HF directory
     builder: Optional[BuilderConfig] = None
-    cache_bytes: int = 1 << 30  # in-memory cache of materialised task vectors
+    # bytes of materialised children kept on disk (run_dir/store) beyond the pinned ones (the archives'
+    # elites, the jobs in flight); memory does not depend on it: models are built tensor by tensor
+    cache_bytes: int = 1 << 30
 
 
 @dataclass

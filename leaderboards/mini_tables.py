@@ -155,7 +155,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t1
         geometry = task_vector_geometry(evaluator.store, FAMILIES)
     finally:
-        evaluator.close()
+        evaluator.close(discard_models=True)
 
     # -- CycleQD and Table 2 ----------------------------------------------------------------------------
     table2, runs = {}, {}

@@ -76,7 +76,7 @@ def run_table(spec_path: Path, seed: int, out_dir: Path | None, progress: bool) 
             table[f"{label} ({res.detail})" if res.detail else label] = res.test
             seconds[label] = time.perf_counter() - t0
     finally:
-        evaluator.close()
+        evaluator.close(discard_models=True)
     report = {"variant": spec_path.stem, "seed": seed, "out_dir": str(out), "tasks": tasks, "table": table,
               "seconds": seconds}
     atomic_write_bytes(out / "table.md", percent_table(table, tasks, f"{spec_path.stem} (test split, seed {seed})").encode())

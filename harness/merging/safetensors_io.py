@@ -163,8 +163,10 @@ class SafetensorsWriter:
         path: str | os.PathLike,
         metas: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
         metadata: Mapping[str, str] | None = None,
+        durable: bool = True,
     ):
         self.path = Path(path)
+        self.durable = durable  # fsync before the rename (False: a cache that can be rebuilt)
         self._order = list(metas)
         self._metas = dict(metas)
         header: dict = {}
@@ -211,7 +213,8 @@ class SafetensorsWriter:
             self.abort()
             raise ValueError(f"SafetensorsWriter: {len(self._order) - self._next} tensors never written")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if self.durable:
+            os.fsync(self._fh.fileno())
         self._fh.close()
         os.replace(self._tmp, self.path)
 

@@ -39,7 +39,7 @@ from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 CHECKPOINT = "checkpoint.json"
 CONFIG = "config.yaml"
 RESULTS = "results.json"
-FORMAT_VERSION = 2  # 2: typed, versioned recipes (harness/store/recipes.py)
+FORMAT_VERSION = 3  # 2: typed, versioned recipes; 3: a child's task vector is its stored weights minus the base
 
 
 def qd_settings(cfg: DictConfig, experts: list[str]) -> QDSettings:
@@ -127,12 +127,22 @@ class Runner:
 
     # -- state --------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
+        self.store.evict(self.pinned())
         atomic_write_json(self.run_dir / CHECKPOINT, {
             "version": FORMAT_VERSION,
             "qd": self.qd.state(),
             "pending": [j.to_dict() for j in self.pending.values()],
             "recipes": self.store.merge_recipes(),
         })
+
+    def pinned(self) -> set[str]:
+        """Models whose files the store keeps: the archives' elites (future parents) and the jobs in flight
+        with their parents."""
+        keep = {e.model_id for a in self.qd.archives.values() for e in a.elites()}
+        for job in self.pending.values():
+            keep.add(job.model_id)
+            keep.update(job.parents)
+        return keep
 
     def snapshot(self, generation: int) -> None:
         atomic_write_json(self.run_dir / "snapshots" / f"gen_{generation:06d}.json", {
@@ -265,6 +275,7 @@ class Runner:
                    "generations": self.qd.generation}
         atomic_write_json(self.run_dir / RESULTS, results, indent=1)
         self.store.export(final_id, self.run_dir / "final_model")
+        self.store.discard_files()  # the run is over: its models are recipes again (and the export)
         RUN_REPORTS.get("files")(self.run_dir)  # tables, elite maps, plots (leaderboards/, by name)
         return results
 

@@ -24,6 +24,8 @@ from harness.runner.validation import is_slice, slice_of
 from harness.store.model_store import ModelStore
 from harness.worlds import build_world
 
+STORE_DIR = "store"  # a run's materialised models (harness/store/model_store.py), shared by its workers
+
 
 def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
     """Base and expert directories and the tasks' data root: from the config, or from the world builder
@@ -40,7 +42,8 @@ def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
 
 def make_store(cfg, run_dir: Path) -> ModelStore:
     base, experts, _ = resolve_world(cfg, run_dir)
-    return ModelStore(base_dir=base, experts=experts, cache_bytes=int(cfg.model.cache_bytes))
+    return ModelStore(base_dir=base, experts=experts, cache_bytes=int(cfg.model.cache_bytes),
+                      storage_dir=run_dir / STORE_DIR)
 
 
 class Evaluator:
@@ -49,7 +52,8 @@ class Evaluator:
         torch.set_num_threads(int(self.cfg.runner.torch_threads))
         self.run_dir = Path(run_dir)
         base, experts, data_root = resolve_world(self.cfg, self.run_dir)
-        self.store = ModelStore(base_dir=base, experts=experts, cache_bytes=int(self.cfg.model.cache_bytes))
+        self.store = ModelStore(base_dir=base, experts=experts, cache_bytes=int(self.cfg.model.cache_bytes),
+                                storage_dir=self.run_dir / STORE_DIR)
         ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=data_root,
                             base_dir=self.store.base_dir, engine=OmegaConf.to_container(self.cfg.engine))
         self.domains = {
@@ -206,7 +210,11 @@ class Evaluator:
             return [(name, r) for name in order for r in range(n[name])]
         return [(name, r) for r in range(max(n.values())) for name in self.domains if r < n[name]]
 
-    def close(self) -> None:
+    def close(self, discard_models: bool = False) -> None:
+        """Stop; ``discard_models``: also remove the models materialised under the run dir (a leaderboard's
+        scoring directory, whose models are recipes in its rows)."""
+        if discard_models:
+            self.store.discard_files()
         self.heartbeat.close()
         for d in self.domains.values():
             d.close()

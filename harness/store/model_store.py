@@ -1,17 +1,29 @@
-"""The model store: base, experts and children, where children are recipes, not files.
+"""The model store: base, experts and children, where children are recipes first and files second.
 
 A child is fully described by a typed recipe (``harness/store/recipes.py``: parents, one generalized-merge
-spec, an optional mutation), so an archive of hundreds of elites costs hundreds of small records. Task
-vectors are materialised on demand, tensor by tensor, through the one merge path
-(``harness.merging.generalized.merge_tensor``) and the registered mutations, into an in-memory LRU cache
-bounded in bytes; a model evicted from the cache is rebuilt from its recipe, bit for bit (all randomness is
+spec, an optional mutation), so an archive of hundreds of elites costs hundreds of small records. A model
+is *materialised* as a safetensors file of its weights, in the base's dtype (what an engine loads and
+what was scored), under ``storage_dir``: tensor by tensor, through the one merge path
+(``harness.merging.generalized.merge_tensor``) and the registered mutations, reading each parent's tensor
+from its own file. So a worker's memory is a few tensors whatever the lineage depth or the archive size:
+no whole-model task vector is ever held (paper scale: a Llama-3-8B child is built in the memory of its
+largest tensor, not of the model).
+
+A child's task vector is *its stored weights minus the base's*, the same whether the file was just written
+or rebuilt after eviction, so a rebuilt model is bit for bit the model that was scored (all randomness is
 seeded per (recipe seed, tensor name); run with the same torch thread count, since LAPACK's SVD may round
-differently across thread counts).
+differently across thread counts). Files are written once (atomically, by whichever process gets there
+first: workers share the directory) and read by name; ``evict(keep)`` bounds the directory in bytes,
+keeping what the caller pins (the archives' elites, the jobs in flight). The official mutation's basis,
+the SVD of an expert's task vector, is computed once per tensor and kept on disk beside the models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -23,6 +35,7 @@ from harness.merging.generalized import merge_tensor
 from harness.merging.mutations import svd_of
 from harness.merging.safetensors_io import (
     CheckpointReader,
+    SafetensorsReader,
     SafetensorsWriter,
     check_compatible,
 )
@@ -40,15 +53,17 @@ from harness.store.recipes import (
     to_dict,
 )
 
-
-def _nbytes(tv: Mapping[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tv.values())
+SVD_CACHE_BYTES = 256 << 20  # expert SVD factors kept in memory besides the disk copy
 
 
 class ModelStore:
-    """Base + experts on disk, children as recipes, a byte-bounded cache of materialised task vectors."""
+    """Base + experts on disk, children as recipes materialised into ``storage_dir`` (module docstring).
 
-    def __init__(self, *, base_dir: str | Path, experts: Mapping[str, str | Path], cache_bytes: int = 1 << 30):
+    ``cache_bytes`` bounds the bytes of children's files that ``evict`` keeps beyond the pinned ones;
+    ``storage_dir`` defaults to a temporary directory removed by ``close``."""
+
+    def __init__(self, *, base_dir: str | Path, experts: Mapping[str, str | Path], cache_bytes: int = 1 << 30,
+                 storage_dir: str | Path | None = None):
         self.base_dir = Path(base_dir)
         if not self.base_dir.is_dir():
             raise CheckpointError(f"model.base: directory {self.base_dir} does not exist")
@@ -67,11 +82,13 @@ class ModelStore:
             self.recipes[expert_id(name)] = ExpertRecipe(name)
         self._serial: dict[str, dict] = {}  # merge recipes' serialised form, by id
         self.cache_bytes = int(cache_bytes)
-        self._cache: "OrderedDict[str, dict[str, torch.Tensor]]" = OrderedDict()
-        self._cached_bytes = 0
+        self._owns_dir = storage_dir is None
+        self.storage_dir = Path(storage_dir) if storage_dir else Path(tempfile.mkdtemp(prefix="cycleqd-store-"))
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
         self._base_tensors: dict[str, torch.Tensor] | None = None
-        self._svd: dict[str, dict[str, tuple | None]] = {}
-        self.materialisations = 0  # how many task vectors were computed (a cost counter for tests/bench)
+        self._svd: "OrderedDict[tuple[str, str], tuple | None]" = OrderedDict()
+        self._svd_bytes = 0
+        self.materialisations = 0  # how many models were written (a cost counter for tests and bench)
 
     # -- recipes ------------------------------------------------------------------------------------
     def add(self, recipe: Recipe) -> str:
@@ -128,13 +145,13 @@ class ModelStore:
             self._base_tensors = {k: self.base.read(k) for k in self.base.keys()}
         return self._base_tensors
 
-    def task_vector(self, model_id: str) -> dict[str, torch.Tensor]:
-        """The model's task vector (float32, per floating-point tensor), from cache or rebuilt."""
-        hit = self._cache.get(model_id)
-        if hit is not None:
-            self._cache.move_to_end(model_id)
-            return hit
-        # Build uncached ancestors first, deepest first, without recursion (lineages can be long).
+    def path(self, model_id: str) -> Path:
+        """Where a child's weights live once materialised."""
+        return self.storage_dir / f"{model_id}.safetensors"
+
+    def ensure(self, model_id: str) -> None:
+        """Materialise ``model_id`` and whichever of its ancestors have no file, deepest first, without
+        recursion (lineages can be long)."""
         order: list[str] = []
         stack: list[tuple[str, bool]] = [(model_id, False)]
         seen: set[str] = set()
@@ -143,96 +160,187 @@ class ModelStore:
             if expanded:
                 order.append(m)
                 continue
-            if m in seen or m in self._cache:
+            if m in seen:
                 continue
             seen.add(m)
-            stack.append((m, True))
             r = self.recipes.get(m)
             if r is None:
                 raise KeyError(f"unknown model id {m!r}")
-            if isinstance(r, MergeRecipe):
-                for p in r.parents:
-                    stack.append((p, False))
-        held: dict[str, dict[str, torch.Tensor]] = {}
+            if not isinstance(r, MergeRecipe) or self._readable(m):
+                continue
+            stack.append((m, True))
+            for p in (*r.parents, *([r.svd_expert] if r.svd_expert else [])):
+                stack.append((p, False))
         for m in order:
-            held[m] = self._build(m, held)
-            self._put(m, held[m])
-        return held[model_id]
+            self._materialise(m)
 
-    def _get(self, m: str, held: Mapping[str, dict]) -> dict[str, torch.Tensor]:
-        if m in held:
-            return held[m]
-        return self.task_vector(m)
+    def _readable(self, m: str) -> bool:
+        p = self.path(m)
+        if not p.exists():
+            return False
+        try:
+            with SafetensorsReader(p) as r:
+                return set(r.keys()) == set(self.base.keys())
+        except CheckpointError:  # a half-written file from a crash without fsync: rebuild it
+            p.unlink(missing_ok=True)
+            return False
 
-    def _build(self, m: str, held: Mapping[str, dict]) -> dict[str, torch.Tensor]:
+    def _tensor(self, m: str, k: str, open_files: dict) -> torch.Tensor:
+        """Tensor ``k`` of model ``m``'s weights (base dtype), from its file."""
+        r = self.recipes[m]
+        if isinstance(r, BaseRecipe):
+            return self.base_tensors()[k]
+        if isinstance(r, ExpertRecipe):
+            t = self._experts[r.name].read(k)
+            if t.dtype.is_floating_point and not torch.isfinite(t).all():
+                raise NonFiniteError(f"model.experts.{r.name}: tensor {k!r} of {self.expert_dirs[r.name]} has NaN/Inf")
+            return t
+        if m not in open_files:
+            open_files[m] = SafetensorsReader(self.path(m))
+        return open_files[m].read(k)
+
+    def _tau(self, m: str, k: str, open_files: dict) -> torch.Tensor:
+        """Model ``m``'s task vector for tensor ``k`` (float32): its weights minus the base's."""
+        if isinstance(self.recipes[m], BaseRecipe):
+            return torch.zeros(self.base.meta(k).shape)
+        return self._tensor(m, k, open_files).float() - self.base_tensors()[k].float()
+
+    def _materialise(self, m: str) -> None:
         r = self.recipes[m]
         self.materialisations += 1
-        if isinstance(r, BaseRecipe):
-            return {k: torch.zeros(self.base.meta(k).shape) for k in self.names}
-        if isinstance(r, ExpertRecipe):
-            e = self._experts[r.name]
-            base = self.base_tensors()
-            out = {}
-            for k in self.names:
-                t = e.read(k).float()
-                if not torch.isfinite(t).all():
-                    raise NonFiniteError(f"model.experts.{r.name}: tensor {k!r} of {self.expert_dirs[r.name]} has NaN/Inf")
-                out[k] = t - base[k].float()
-            return out
-        parents = [self._get(p, held) for p in r.parents]
         mut = None
         if r.mutation is not None:
             mut = MUTATIONS.get(r.mutation.kind)(seed=r.mutation.seed, w_max=r.mutation.w_max, sigma=r.mutation.sigma)
-        out: dict[str, torch.Tensor] = {}
-        for k in self.names:
-            t = merge_tensor((p[k] for p in parents), r.merge, k)
-            if mut is not None:
-                t = mut(k, t, self.expert_svd(r.svd_expert, k) if mut.needs_expert_svd else None)
-            if not torch.isfinite(t).all():
-                raise NonFiniteError(f"model {m}: tensor {k!r} has NaN/Inf after merging and mutation")
-            out[k] = t
-        return out
+        metas = {k: (self.base.meta(k).dtype, self.base.meta(k).shape) for k in self.base.keys()}
+        open_files: dict[str, SafetensorsReader] = {}
+        try:
+            with SafetensorsWriter(self.path(m), metas, {"format": "pt", "cycleqd_id": m}, durable=False) as w:
+                for k in metas:
+                    base = self.base_tensors()[k]
+                    if k not in self.names:
+                        w.write(k, base)
+                        continue
+                    t = merge_tensor((self._tau(p, k, open_files) for p in r.parents), r.merge, k)
+                    if mut is not None:
+                        t = mut(k, t, self.expert_svd(r.svd_expert, k) if mut.needs_expert_svd else None)
+                    if not torch.isfinite(t).all():
+                        raise NonFiniteError(f"model {m}: tensor {k!r} has NaN/Inf after merging and mutation")
+                    w.write(k, (base.float() + t).to(base.dtype))
+        finally:
+            for f in open_files.values():
+                f.close()
 
     def expert_svd(self, model_id: str, name: str):
-        """SVD of an expert's task vector for one tensor (the official mutation's basis), cached."""
-        per = self._svd.setdefault(model_id, {})
-        if name not in per:
-            per[name] = svd_of(self.task_vector(model_id)[name])
-        return per[name]
+        """SVD of an expert's task vector for one tensor (the official mutation's basis): computed once per
+        tensor and kept on disk (keyed by the expert's files), with a byte-bounded copy in memory."""
+        key = (model_id, name)
+        if key in self._svd:
+            self._svd.move_to_end(key)
+            return self._svd[key]
+        path = self.storage_dir / "svd" / self._expert_key(model_id) / (hashlib.sha1(name.encode()).hexdigest() + ".safetensors")
+        if path.exists():
+            with SafetensorsReader(path) as f:
+                svd = tuple(f.read(x) for x in ("u", "s", "vh")) if "u" in f.keys() else None
+        else:
+            svd = svd_of(self._tau(model_id, name, {}))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tensors = {} if svd is None else dict(zip(("u", "s", "vh"), svd))
+            metas = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+            with SafetensorsWriter(path, metas, {"tensor": name}, durable=False) as w:
+                for k, v in tensors.items():
+                    w.write(k, v)
+        size = 0 if svd is None else sum(x.numel() * x.element_size() for x in svd)
+        if size <= SVD_CACHE_BYTES:
+            self._svd[key] = svd
+            self._svd_bytes += size
+            while self._svd_bytes > SVD_CACHE_BYTES:
+                _, old = self._svd.popitem(last=False)
+                self._svd_bytes -= 0 if old is None else sum(x.numel() * x.element_size() for x in old)
+        return svd
 
-    def _put(self, m: str, tv: dict[str, torch.Tensor]) -> None:
-        size = _nbytes(tv)
-        if size > self.cache_bytes:
-            return
-        self._cache[m] = tv
-        self._cached_bytes += size
-        while self._cached_bytes > self.cache_bytes:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= _nbytes(old)
+    def _expert_key(self, model_id: str) -> str:
+        """An expert's files by path, size and mtime: a changed expert gets a new SVD directory."""
+        r = self.recipes[model_id]
+        d = self.expert_dirs[r.name] if isinstance(r, ExpertRecipe) else self.storage_dir
+        stamp = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns)
+                 for f in sorted(Path(d).glob("*.safetensors"))] if isinstance(r, ExpertRecipe) else [model_id]
+        return hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:16]
+
+    def task_vector(self, model_id: str) -> dict[str, torch.Tensor]:
+        """The model's whole task vector (float32): for small models and diagnostics only (an 8B one does
+        not fit in memory; the store itself never builds one)."""
+        self.ensure(model_id)
+        files: dict[str, SafetensorsReader] = {}
+        try:
+            return {k: self._tau(model_id, k, files) for k in self.names}
+        finally:
+            for f in files.values():
+                f.close()
 
     def state_dict(self, model_id: str) -> dict[str, torch.Tensor]:
-        """base + task vector, each tensor in the base's dtype (what an engine loads)."""
-        tv = self.task_vector(model_id)
-        base = self.base_tensors()
-        return {k: (base[k].float() + tv[k]).to(base[k].dtype) if k in tv else base[k] for k in base}
+        """The model's weights, each tensor in the base's dtype (what an engine loads)."""
+        self.ensure(model_id)
+        files: dict[str, SafetensorsReader] = {}
+        try:
+            return {k: self._tensor(model_id, k, files) for k in self.base.keys()}
+        finally:
+            for f in files.values():
+                f.close()
 
     def export(self, model_id: str, out_dir: str | Path) -> Path:
-        """Write the model as an HF directory (base's config/tokenizer + merged weights)."""
+        """Write the model as an HF directory (base's config/tokenizer + its weights file)."""
         out_dir = Path(out_dir)
         copy_side_files(self.base_dir, out_dir)
-        tv = self.task_vector(model_id)
-        metas = {k: (self.base.meta(k).dtype, self.base.meta(k).shape) for k in self.base.keys()}
-        with SafetensorsWriter(out_dir / "model.safetensors", metas, {"format": "pt", "cycleqd_id": model_id}) as w:
-            for k in metas:
-                b = self.base.read(k)
-                w.write(k, (b.float() + tv[k]).to(b.dtype) if k in tv else b)
+        r = self.recipes[model_id]
+        if isinstance(r, MergeRecipe):
+            self.ensure(model_id)
+            tmp = out_dir / ".model.safetensors.tmp"
+            shutil.copyfile(self.path(model_id), tmp)
+            tmp.replace(out_dir / "model.safetensors")
+        else:
+            sd = self.state_dict(model_id)
+            metas = {k: (v.dtype, tuple(v.shape)) for k, v in sd.items()}
+            with SafetensorsWriter(out_dir / "model.safetensors", metas, {"format": "pt", "cycleqd_id": model_id}) as w:
+                for k, v in sd.items():
+                    w.write(k, v)
         (out_dir / "cycleqd_recipe.json").write_text(json.dumps(self.lineage(model_id), indent=1, sort_keys=True))
         return out_dir
 
-    def cached_ids(self) -> Iterable[str]:
-        return list(self._cache)
+    # -- bounds ---------------------------------------------------------------------------------------
+    def cached_ids(self) -> list[str]:
+        """Children with a file, least recently used first."""
+        files = sorted(self.storage_dir.glob("*.safetensors"), key=lambda f: f.stat().st_mtime_ns)
+        return [f.name[: -len(".safetensors")] for f in files]
+
+    def stored_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.storage_dir.glob("*.safetensors"))
+
+    def evict(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete the least recently written children's files beyond ``cache_bytes``, never those in
+        ``keep`` (a deleted model is rebuilt from its recipe if it is asked for again). Returns the ids."""
+        keep = set(keep)
+        files = sorted(self.storage_dir.glob("*.safetensors"), key=lambda f: f.stat().st_mtime_ns)
+        total = sum(f.stat().st_size for f in files)
+        gone = []
+        for f in files:
+            if total <= self.cache_bytes:
+                break
+            mid = f.name[: -len(".safetensors")]
+            if mid in keep:
+                continue
+            size = f.stat().st_size
+            f.unlink(missing_ok=True)
+            total -= size
+            gone.append(mid)
+        return gone
+
+    def discard_files(self) -> None:
+        """Remove every materialised file (a finished run keeps only its exported final model)."""
+        shutil.rmtree(self.storage_dir, ignore_errors=True)
 
     def close(self) -> None:
         self.base.close()
         for e in self._experts.values():
             e.close()
+        if self._owns_dir:
+            self.discard_files()
