@@ -46,6 +46,8 @@ class ModelConfig:
     # bytes of materialised children kept on disk (run_dir/store) beyond the pinned ones (the archives'
     # elites, the jobs in flight); memory does not depend on it: models are built tensor by tensor
     cache_bytes: int = 1 << 30
+    # where merges and mutations run: cpu | cuda | cuda:N | auto (cuda when visible); float32 either way
+    device: str = "cpu"
 
 
 @dataclass

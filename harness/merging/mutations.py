@@ -76,7 +76,8 @@ class Mutation(ABC):
         """The mutated task vector of one matrix-shaped parameter."""
 
     def _weights(self, s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return torch.rand(s.shape, generator=gen, dtype=torch.float32) * self.w_max
+        # drawn on the CPU (the generator's device), so a mutation on cuda draws the same numbers
+        return (torch.rand(s.shape, generator=gen, dtype=torch.float32) * self.w_max).to(s.device)
 
 
 class NoMutation(Mutation):
@@ -109,7 +110,7 @@ class SVDOfficialMutation(Mutation):
     needs_expert_svd = True
 
     def apply(self, tau, gen, expert_svd):
-        u, s, vh = expert_svd  # type: ignore[misc]
+        u, s, vh = (x.to(tau.device) for x in expert_svd)  # type: ignore[union-attr]
         return tau + ((u * (s * self._weights(s, gen))) @ vh).reshape(tau.shape)
 
 
@@ -118,7 +119,7 @@ class GaussianMutation(Mutation):
 
     def apply(self, tau, gen, expert_svd):
         rms = tau.float().pow(2).mean().sqrt()
-        noise = torch.randn(tau.shape, generator=gen, dtype=torch.float32)
+        noise = torch.randn(tau.shape, generator=gen, dtype=torch.float32).to(tau.device)
         return tau + self.sigma * rms * noise
 
 
@@ -128,4 +129,4 @@ class GaussianOfficialMutation(Mutation):
     matrices_only = False
 
     def apply(self, tau, gen, expert_svd):
-        return tau + self.sigma * torch.randn(tau.shape, generator=gen, dtype=torch.float32)
+        return tau + self.sigma * torch.randn(tau.shape, generator=gen, dtype=torch.float32).to(tau.device)

@@ -49,7 +49,7 @@ def dare_drop(tau: torch.Tensor, p: float, generator: torch.Generator, rescale: 
     """DARE: drop each entry with probability ``p`` and rescale the survivors by 1 / (1 - p)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"drop probability must be in [0, 1), got {p}")
-    keep = torch.rand(tau.shape, generator=generator) >= p
+    keep = (torch.rand(tau.shape, generator=generator) >= p).to(tau.device)  # drawn on the CPU: same mask on any device
     out = tau * keep.to(tau.dtype)
     if rescale and p > 0:
         out = out / (1.0 - p)

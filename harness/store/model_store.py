@@ -24,13 +24,14 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
 
-from harness.errors import CheckpointError, NonFiniteError
+from harness.errors import CheckpointError, ConfigError, NonFiniteError
 from harness.merging.generalized import merge_tensor
 from harness.merging.mutations import svd_of
 from harness.merging.safetensors_io import (
@@ -53,6 +54,19 @@ from harness.store.recipes import (
     to_dict,
 )
 
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` (``cuda:N``) or ``auto`` (cuda when one is visible): where merges and mutations run."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device: {device!r} but no CUDA device is visible (use cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"model.device: {device!r} is not a device ({exc})") from None
+
+
 SVD_CACHE_BYTES = 256 << 20  # expert SVD factors kept in memory besides the disk copy
 
 
@@ -63,7 +77,8 @@ class ModelStore:
     ``storage_dir`` defaults to a temporary directory removed by ``close``."""
 
     def __init__(self, *, base_dir: str | Path, experts: Mapping[str, str | Path], cache_bytes: int = 1 << 30,
-                 storage_dir: str | Path | None = None):
+                 storage_dir: str | Path | None = None, device: str = "cpu"):
+        self.device = resolve_device(device)
         self.base_dir = Path(base_dir)
         if not self.base_dir.is_dir():
             raise CheckpointError(f"model.base: directory {self.base_dir} does not exist")
@@ -89,6 +104,7 @@ class ModelStore:
         self._svd: "OrderedDict[tuple[str, str], tuple | None]" = OrderedDict()
         self._svd_bytes = 0
         self.materialisations = 0  # how many models were written (a cost counter for tests and bench)
+        self.seconds = {"merge": 0.0, "mutation": 0.0}  # where materialising time went (bench scale)
 
     # -- recipes ------------------------------------------------------------------------------------
     def add(self, recipe: Recipe) -> str:
@@ -220,12 +236,18 @@ class ModelStore:
                     if k not in self.names:
                         w.write(k, base)
                         continue
-                    t = merge_tensor((self._tau(p, k, open_files) for p in r.parents), r.merge, k)
+                    t0 = time.perf_counter()
+                    t = merge_tensor((self._tau(p, k, open_files).to(self.device) for p in r.parents), r.merge, k)
+                    t1 = time.perf_counter()
                     if mut is not None:
                         t = mut(k, t, self.expert_svd(r.svd_expert, k) if mut.needs_expert_svd else None)
                     if not torch.isfinite(t).all():
                         raise NonFiniteError(f"model {m}: tensor {k!r} has NaN/Inf after merging and mutation")
-                    w.write(k, (base.float() + t).to(base.dtype))
+                    out = (base.to(self.device).float() + t).to(base.dtype)
+                    t2 = time.perf_counter()
+                    self.seconds["merge"] += t1 - t0
+                    self.seconds["mutation"] += t2 - t1
+                    w.write(k, out)
         finally:
             for f in open_files.values():
                 f.close()

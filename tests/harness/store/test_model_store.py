@@ -133,3 +133,12 @@ def test_overlapping_tensor_offsets_are_refused(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(12))
     with pytest.raises(CheckpointError, match="tensors 'a' and 'b' overlap"):
         SafetensorsReader(tmp_path / "x.safetensors")
+
+
+def test_device_is_checked(toy_models):
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="model.device: 'cuda' but no CUDA device is visible"):
+            ModelStore(base_dir=toy_models["base"], experts={"e1": toy_models["e1"]}, device="cuda")
+    assert ModelStore(base_dir=toy_models["base"], experts={}, device="auto").device.type in ("cpu", "cuda")
+    with pytest.raises(Exception, match="model.device: 'tpu9'"):
+        ModelStore(base_dir=toy_models["base"], experts={}, device="tpu9")
