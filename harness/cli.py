@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from harness import scale_bench
 from harness.config import DEFAULT_DATA_ROOT
 from harness.domain import DomainContext, build_domain
 from harness.errors import ConfigError, HarnessError
@@ -51,6 +52,16 @@ def _cmd_report(a) -> int:
         print(RUN_REPORTS.get("main_table")(a.run_dir))
     for k, p in written.items():
         print(f"{k}: {p}")
+    return 0
+
+
+def _cmd_bench(a) -> int:
+    report = scale_bench.run(int(float(a.params)), a.generations, a.mutation, Path(a.root) if a.root else None,
+                             device=a.device, progress=not a.json)
+    if a.json:
+        print(json.dumps(report))
+    else:
+        print(json.dumps(report, indent=1))
     return 0
 
 
@@ -179,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("run_dir")
     t.add_argument("--generation", type=int, default=None, help="archive snapshot for the heatmaps")
     t.set_defaults(fn=_cmd_report)
+    b = sub.add_parser("bench", help="scale: the paper-scale path (store, merges, mutations, archives) on a "
+                                     "Llama-shaped model of N random parameters, memory and time measured")
+    b.add_argument("what", choices=["scale"])
+    b.add_argument("--params", default="1e9", help="model size (default 1e9)")
+    b.add_argument("--generations", type=int, default=40)
+    b.add_argument("--mutation", default="svd_official")
+    b.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    b.add_argument("--root", default=None, help="where the models are cached (default ~/.cache/cycleqd/bench-scale)")
+    b.add_argument("--json", action="store_true", help="one JSON line")
+    b.set_defaults(fn=_cmd_bench)
     sp = sub.add_parser("spread", help="several seeds' leaderboard reports as one table: mean ± std per row, "
                                        "CycleQD above / within / below each baseline's spread")
     sp.add_argument("out", help="output directory (spread.md, spread.json, index.html)")

@@ -100,11 +100,14 @@ class ModelStore:
         self._owns_dir = storage_dir is None
         self.storage_dir = Path(storage_dir) if storage_dir else Path(tempfile.mkdtemp(prefix="cycleqd-store-"))
         self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self._base_tensors: dict[str, torch.Tensor] | None = None
+        self._base_tensors: dict[str, torch.Tensor] | None = None  # only when a caller asks for all of them
+        self._last_base: tuple[str | None, torch.Tensor | None] = (None, None)
+        self._finite: set[tuple[str, str]] = set()
         self._svd: "OrderedDict[tuple[str, str], tuple | None]" = OrderedDict()
         self._svd_bytes = 0
         self.materialisations = 0  # how many models were written (a cost counter for tests and bench)
-        self.seconds = {"merge": 0.0, "mutation": 0.0}  # where materialising time went (bench scale)
+        # where materialising time went (bench scale); expert_svd: computing SVDs, once per expert tensor
+        self.seconds = {"merge": 0.0, "mutation": 0.0, "expert_svd": 0.0}
 
     # -- recipes ------------------------------------------------------------------------------------
     def add(self, recipe: Recipe) -> str:
@@ -201,15 +204,36 @@ class ModelStore:
             p.unlink(missing_ok=True)
             return False
 
+    def _base(self, k: str) -> torch.Tensor:
+        """The base's tensor ``k``, read from disk (the last one kept: every parent of a tensor needs it),
+        so the store never holds the whole base."""
+        if self._base_tensors is not None:
+            return self._base_tensors[k]
+        if self._last_base[0] != k:
+            self._last_base = (k, self.base.read(k))
+        return self._last_base[1]
+
+    def tensor(self, model_id: str, name: str) -> torch.Tensor:
+        """One tensor of a model's weights (materialising the model if needed)."""
+        self.ensure(model_id)
+        files: dict[str, SafetensorsReader] = {}
+        try:
+            return self._tensor(model_id, name, files)
+        finally:
+            for f in files.values():
+                f.close()
+
     def _tensor(self, m: str, k: str, open_files: dict) -> torch.Tensor:
         """Tensor ``k`` of model ``m``'s weights (base dtype), from its file."""
         r = self.recipes[m]
         if isinstance(r, BaseRecipe):
-            return self.base_tensors()[k]
+            return self._base(k)
         if isinstance(r, ExpertRecipe):
             t = self._experts[r.name].read(k)
-            if t.dtype.is_floating_point and not torch.isfinite(t).all():
-                raise NonFiniteError(f"model.experts.{r.name}: tensor {k!r} of {self.expert_dirs[r.name]} has NaN/Inf")
+            if (r.name, k) not in self._finite:  # checked once per tensor: experts do not change under a run
+                if t.dtype.is_floating_point and not torch.isfinite(t).all():
+                    raise NonFiniteError(f"model.experts.{r.name}: tensor {k!r} of {self.expert_dirs[r.name]} has NaN/Inf")
+                self._finite.add((r.name, k))
             return t
         if m not in open_files:
             open_files[m] = SafetensorsReader(self.path(m))
@@ -219,7 +243,7 @@ class ModelStore:
         """Model ``m``'s task vector for tensor ``k`` (float32): its weights minus the base's."""
         if isinstance(self.recipes[m], BaseRecipe):
             return torch.zeros(self.base.meta(k).shape)
-        return self._tensor(m, k, open_files).float() - self.base_tensors()[k].float()
+        return self._tensor(m, k, open_files).float() - self._base(k).float()
 
     def _materialise(self, m: str) -> None:
         r = self.recipes[m]
@@ -232,7 +256,7 @@ class ModelStore:
         try:
             with SafetensorsWriter(self.path(m), metas, {"format": "pt", "cycleqd_id": m}, durable=False) as w:
                 for k in metas:
-                    base = self.base_tensors()[k]
+                    base = self._base(k)
                     if k not in self.names:
                         w.write(k, base)
                         continue
@@ -264,7 +288,10 @@ class ModelStore:
             with SafetensorsReader(path) as f:
                 svd = tuple(f.read(x) for x in ("u", "s", "vh")) if "u" in f.keys() else None
         else:
-            svd = svd_of(self._tau(model_id, name, {}))
+            t0 = time.perf_counter()
+            svd = svd_of(self._tau(model_id, name, {}).to(self.device))
+            svd = None if svd is None else tuple(x.cpu() for x in svd)
+            self.seconds["expert_svd"] += time.perf_counter() - t0
             path.parent.mkdir(parents=True, exist_ok=True)
             tensors = {} if svd is None else dict(zip(("u", "s", "vh"), svd))
             metas = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
