@@ -16,6 +16,8 @@ import html
 import io
 import itertools
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 from typing import Mapping
@@ -69,6 +71,16 @@ def pearson(x: list, y: list) -> float | None:
     if xa.std() == 0 or ya.std() == 0:
         return None
     return float(np.corrcoef(xa, ya)[0, 1])
+
+
+def pearson_ci(r: float | None, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of a Pearson r over ``n`` pairs (Fisher z; needs n >= 4): with the paper's 6
+    pairs an r of 0.83 spans about 0.07-0.98, so a mini r says little without it."""
+    if r is None or n < 4:
+        return None
+    z = math.atanh(max(-0.999999, min(0.999999, r)))
+    half = statistics.NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 def box_baseline(domain, split: str) -> float:
@@ -154,12 +166,20 @@ def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None 
               "experts": experts_table, "table4": rows,
               "r_avg_similarity": pearson([r["avg"] for r in rows], [r["similarity"] for r in rows]),
               "r_mean_merge_similarity": pearson([r["mean_merge_avg"] for r in rows], [r["similarity"] for r in rows]),
+              "similarity_range": _range([r["similarity"] for r in rows]),
               "timings": timings}
+    n_pairs = sum(1 for r in rows if r["avg"] is not None and r["similarity"] is not None)
+    report["r_avg_similarity_ci95"] = pearson_ci(report["r_avg_similarity"], n_pairs)
     write_report(out, report, doms, states, overlays)
     return report
 
 
 # -- report -----------------------------------------------------------------------------------------
+def _range(values: list) -> list[float] | None:
+    vals = [v for v in values if v is not None and v == v]
+    return [min(vals), max(vals)] if vals else None
+
+
 def _f(v, pct=False) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "n/a"
@@ -175,7 +195,11 @@ def markdown(report: dict) -> str:
     for r in report["table4"]:
         lines.append(f"| {r['pair']} | {_f(r['score_a'])} | {_f(r['score_b'])} | {_f(r['avg'])} | {_f(r['similarity'])} | "
                      f"{_f(r['mean_merge_a'])} | {_f(r['mean_merge_b'])} | {_f(r['mean_merge_avg'])} |")
-    lines += ["", f"Pearson r(Avg, Similarity) = {_f(report['r_avg_similarity'])} (paper: 0.83); "
+    ci = report.get("r_avg_similarity_ci95")
+    rng = report.get("similarity_range")
+    lines += ["", f"Pearson r(Avg, Similarity) = {_f(report['r_avg_similarity'])}"
+                  + (f" (95% CI {_f(ci[0])} to {_f(ci[1])}, Fisher z, {len(report['table4'])} pairs)" if ci else "")
+                  + (f"; similarities span {_f(rng[0])} to {_f(rng[1])}" if rng else "") + " (paper: 0.83); "
                   f"mean merge: r = {_f(report['r_mean_merge_similarity'])}", "",
               "### Experts (mIoU %, test split; COCO segm AP in parentheses)", "",
               "| Model | " + " | ".join(SHORT[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]

@@ -11,7 +11,7 @@ except ConfigError as exc:
     pytest.skip(str(exc), allow_module_level=True)
 pytest.importorskip("pycocotools")
 
-from leaderboards.sam_table4 import run_table4  # noqa: E402
+from leaderboards.sam_table4 import pearson_ci, run_table4  # noqa: E402
 
 MICRO = {"world": {"n_pretrain": 24, "n_train": 12, "n_eval": 8, "pretrain_steps": 6, "finetune_steps": 4,
                    "batch_size": 2}, "generations": 2, "bounds": [0.0, 1.0]}
@@ -36,3 +36,11 @@ def test_micro_table4(tmp_path):
     shifted = {**rep, "table4": [dict(r, similarity=r["similarity"] - 0.5) if i == 0 else r
                                  for i, r in enumerate(rep["table4"])]}
     assert any("CAM+POL / similarity" in p for p in compare_table4(rep, shifted))
+
+
+def test_pearson_ci_is_wide_with_few_pairs():
+    lo, hi = pearson_ci(0.83, 6)
+    assert 0.0 < lo < 0.1 and 0.97 < hi < 0.99  # the paper's r over its six pairs
+    lo10, hi10 = pearson_ci(0.83, 10)
+    assert lo10 > lo and hi10 < hi  # more pairs, narrower
+    assert pearson_ci(None, 6) is None and pearson_ci(0.5, 3) is None
