@@ -14,6 +14,10 @@ with absolute ``data_files``, so they run offline):
   example excepted, and its first token: see ``_reply_doc``) given the conversation before it:
   ``bits_per_byte`` of the reply (lower is better) and ``greedy`` (greedy decoding reproduces it exactly).
   Only replies: the models were trained on the assistant's text, never on the prompts.
+- ``mini_retention_<family>_choice``: at the first assistant turn that is not part of a fixed prompt, pick
+  the real reply among four (HellaSwag-like, ``acc``): the real one, another conversation's reply of the
+  same family (well formed, wrong names and values for this question), a reply of another family (wrong
+  protocol) and the real reply with its words shuffled (broken syntax).
 
 Nothing here changes the world's recipe hash: this module is not among ``world._SOURCES``.
 """
