@@ -31,6 +31,7 @@ import logging
 import time
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -57,7 +58,7 @@ def load_spec(path: Path) -> dict:
     """A retention spec, checked: unknown keys and malformed entries are one-line errors naming the file."""
     try:
         spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except (OSError, OmegaConfBaseException) as exc:
+    except (OSError, OmegaConfBaseException, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the retention spec ({str(exc).splitlines()[0]})") from None
     if not isinstance(spec, dict) or set(spec) - KEYS or not isinstance(spec.get("categories"), dict):
         raise ConfigError(f"{path}: a retention spec has categories (and optionally {sorted(KEYS - {'categories'})})")
