@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from harness.engines import get_engine
 from harness.errors import ConfigError, HarnessError
 
 log = logging.getLogger(__name__)
@@ -150,3 +151,11 @@ def evaluate_engine(engine, tasks: Sequence[str], **kw) -> dict[str, dict[str, f
         raise ConfigError(f"retention: engine {type(engine).__name__} holds no in-memory transformers model "
                           f"(lm-eval's HF wrapper needs engine.kind=hf)")
     return evaluate(model, tok, tasks, **kw)
+
+
+def evaluate_weights(engine_cfg: Mapping, state_dict: Mapping, tasks: Sequence[str], **kw) -> dict[str, dict[str, float]]:
+    """Swap ``state_dict`` into this process's engine for ``engine_cfg`` (built once: ``get_engine``) and
+    score it with ``evaluate``: how a run or a leaderboard scores a child's retention without a saved copy."""
+    engine = get_engine(dict(engine_cfg))
+    engine.load_state_dict(state_dict)
+    return evaluate_engine(engine, tasks, **kw)

@@ -18,8 +18,8 @@ names (a YAML file)::
 
 A category's score is the mean over its entries of (model / base) for a metric where higher is better
 and (base / model) where lower is (``higher_is_better: false``); Avg is the mean over categories that have
-entries (the paper normalises the same way: base = 1.00). ``configs/retention_mini.yaml`` is the mini
-world's (offline; tasks written at run time); ``configs/paper_table3.yaml`` names the paper's tasks.
+entries (the paper normalises the same way: base = 1.00). ``configs/retention/mini.yaml`` is the mini
+world's (offline; tasks written at run time); ``configs/retention/paper_table3.yaml`` names the paper's tasks.
 """
 
 from __future__ import annotations
@@ -36,20 +36,19 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import load_config
-from harness.engines import get_engine
 from harness.errors import ConfigError, HarnessError
 from harness.leaderboard import Leaderboard
 from harness.merging.safetensors_io import CheckpointReader
 from harness.merging.streaming import merge_checkpoints
 from harness.registry import MERGE_METHODS, load_ref
-from harness.retention import evaluate_engine, is_offline
+from harness.retention import evaluate_weights, is_offline
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json
 from harness.runner.worker import resolve_world
 from harness.worlds import publish_stage
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
-MINI_SPEC = REPO / "configs" / "retention_mini.yaml"
+MINI_SPEC = REPO / "configs" / "retention" / "mini.yaml"
 KEYS = {"name", "network", "unsafe_code", "batch_size", "limit", "tasks_from", "categories", "num_fewshot"}
 ENTRY_KEYS = {"task", "metric", "num_fewshot", "higher_is_better", "note"}
 
@@ -175,7 +174,6 @@ def run_retention(variant: str = "quick", seed: int = 0, out_dir: Path | None = 
     include = None
     if spec.get("tasks_from"):
         include = load_ref(spec["tasks_from"], f"{spec_path}: tasks_from")(base, limit=limit, seed=seed)
-    engine = get_engine(engine_cfg)
     tasks = list(dict.fromkeys(e["task"] for e in entries(spec)))
     shots = {e["task"]: e["num_fewshot"] for e in entries(spec) if e.get("num_fewshot") is not None}
     # raw results are saved per model as soon as scored: a rerun with the same spec and models skips them
@@ -189,8 +187,8 @@ def run_retention(variant: str = "quick", seed: int = 0, out_dir: Path | None = 
             continue
         say(f"retention: {label} ({model_dir}) ...", flush=True)
         t1 = time.perf_counter()
-        engine.load_state_dict(_state(model_dir))  # in place: the engine's model is what lm-eval scores
-        raw[label] = evaluate_engine(engine, tasks, include_path=include, include_defaults=include is None,
+        # swapped into the one engine in place: the engine's live model is what lm-eval scores
+        raw[label] = evaluate_weights(engine_cfg, _state(model_dir), tasks, include_path=include, include_defaults=include is None,
                                      num_fewshot=shots, offline=not spec.get("network", False),
                                      batch_size=int(spec.get("batch_size", 8)), limit=limit,
                                      unsafe_code=bool(spec.get("unsafe_code", False)))
@@ -276,5 +274,5 @@ LEADERBOARD = Leaderboard(
                                   "model on lm-eval tasks, normalised to the base",
     run=_run, compare=compare, summary_file="retention.md",
     options={"run": ((), "", "a finished CycleQD run directory (default: the mini quick run under runs/)"),
-             "config": ((), "", "a retention spec (default: configs/retention_mini.yaml; "
-                                "configs/paper_table3.yaml: the paper's tasks, needs the hub)")})
+             "config": ((), "", "a retention spec (default: configs/retention/mini.yaml; "
+                                "configs/retention/paper_table3.yaml: the paper's tasks, needs the hub)")})

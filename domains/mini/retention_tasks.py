@@ -183,7 +183,7 @@ def write_tasks(world: str | Path, out_dir: str | Path, limit: int | None = None
 
 
 def tasks_for_base(base: str | Path, limit: int | None = None, seed: int = 0) -> Path:
-    """``tasks_from`` of ``configs/retention_mini.yaml``: the tasks of the mini world whose base is ``base``,
+    """``tasks_from`` of ``configs/retention/mini.yaml``: the tasks of the mini world whose base is ``base``,
     cached in that world's directory (``<world>/retention/``)."""
     world = Path(base).parent
     return write_tasks(world, world / "retention", limit, seed)

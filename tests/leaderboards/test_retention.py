@@ -115,18 +115,18 @@ def test_spec_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="categories.A.0: needs {task, metric}"):
         load_spec(bad)
     with pytest.raises(ConfigError, match="not a finished run directory"):
-        run_retention("quick", 0, tmp_path / "o", progress=False, run=str(tmp_path), config=str(REPO / "configs/retention_mini.yaml"))
+        run_retention("quick", 0, tmp_path / "o", progress=False, run=str(tmp_path), config=str(REPO / "configs/retention/mini.yaml"))
 
 
 def test_the_paper_spec_names_table3_and_refuses_to_run_offline(monkeypatch, tmp_path):
-    spec = load_spec(REPO / "configs" / "paper_table3.yaml")
+    spec = load_spec(REPO / "configs" / "retention" / "paper_table3.yaml")
     assert list(spec["categories"]) == ["HumanEval+", "BigCodeBench", "Reasoning", "GSM8K", "RC", "CommonSense"]
     tasks = {e["task"] for es in spec["categories"].values() for e in es}
     assert tasks == {"humaneval_plus", "mmlu", "bbh_cot_fewshot", "gsm8k", "squadv2", "triviaqa", "hellaswag",
                      "openbookqa", "xwinograd_en"}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="download their datasets from the Hugging Face hub.*HF_HUB_OFFLINE"):
-        run_retention("quick", 0, tmp_path, progress=False, run=str(tmp_path), config=str(REPO / "configs/paper_table3.yaml"))
+        run_retention("quick", 0, tmp_path, progress=False, run=str(tmp_path), config=str(REPO / "configs/retention/paper_table3.yaml"))
 
 
 @pytest.mark.slow
@@ -134,6 +134,6 @@ def test_the_paper_tasks_are_lm_eval_task_names():
     """Indexing lm-eval's built-in tasks reads thousands of YAMLs (seconds), so this one is marked slow."""
     from lm_eval.tasks import TaskManager
 
-    spec = load_spec(REPO / "configs" / "paper_table3.yaml")
+    spec = load_spec(REPO / "configs" / "retention" / "paper_table3.yaml")
     known = set(TaskManager().all_tasks)
     assert {e["task"] for es in spec["categories"].values() for e in es} <= known
