@@ -73,12 +73,15 @@ def _rng_preserved() -> Iterator[None]:
     """lm-eval seeds Python's, NumPy's and torch's global generators; a run that scores retention between
     generations must draw the same numbers afterwards as without it."""
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None  # torch.manual_seed seeds these too
     try:
         yield
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def metrics_of(results: Mapping[str, Any]) -> dict[str, float]:

@@ -11,7 +11,8 @@ names (a YAML file)::
     network: false               # true: the tasks download datasets from the hub (refused when offline)
     unsafe_code: false           # true: tasks that execute model-written code may run
     batch_size: 16
-    limit: {quick: 40, full: null}          # documents per task (or one number)
+    limit: {quick: 40, full: null}          # lm-eval documents per task (or one number); with tasks_from,
+                                            # handed to it instead (the mini tasks count conversations)
     tasks_from: domains.mini.retention_tasks:tasks_for_base   # optional: writes local task YAMLs
     categories:                  # Table 3's columns; each the mean of its entries, normalised by the base
       Code: [{task: mini_retention_code_reply, metric: greedy}]
@@ -49,7 +50,7 @@ from harness.worlds import publish_stage
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 MINI_SPEC = REPO / "configs" / "retention" / "mini.yaml"
-KEYS = {"name", "network", "unsafe_code", "batch_size", "limit", "tasks_from", "categories", "num_fewshot"}
+KEYS = {"name", "network", "unsafe_code", "batch_size", "limit", "tasks_from", "categories"}
 ENTRY_KEYS = {"task", "metric", "num_fewshot", "higher_is_better", "note"}
 
 
@@ -171,7 +172,7 @@ def run_retention(variant: str = "quick", seed: int = 0, out_dir: Path | None = 
     t0 = time.perf_counter()
     base, rows, engine_cfg = models_of(run_dir, out)
     limit = _limit(spec, variant)
-    include = None
+    include = None  # tasks written here take the limit themselves (in conversations, not lm-eval documents)
     if spec.get("tasks_from"):
         include = load_ref(spec["tasks_from"], f"{spec_path}: tasks_from")(base, limit=limit, seed=seed)
     tasks = list(dict.fromkeys(e["task"] for e in entries(spec)))
@@ -190,7 +191,7 @@ def run_retention(variant: str = "quick", seed: int = 0, out_dir: Path | None = 
         # swapped into the one engine in place: the engine's live model is what lm-eval scores
         raw[label] = evaluate_weights(engine_cfg, _state(model_dir), tasks, include_path=include, include_defaults=include is None,
                                      num_fewshot=shots, offline=not spec.get("network", False),
-                                     batch_size=int(spec.get("batch_size", 8)), limit=limit,
+                                     batch_size=int(spec.get("batch_size", 8)), limit=None if include else limit,
                                      unsafe_code=bool(spec.get("unsafe_code", False)))
         seconds[label] = time.perf_counter() - t1
         atomic_write_json(raw_path, {"key": key, "raw": raw, "seconds": seconds}, indent=1)
@@ -216,7 +217,7 @@ def markdown(report: dict) -> str:
     for label, row in report["normalised"].items():
         lines.append(f"| {label} | " + " | ".join(_f(row[c]) for c in cats) + f" | {_f(row['Avg'])} |")
     keys = list(next(iter(report["scores"].values())))
-    lines += ["", f"Raw scores (lm-eval; {report['limit'] or 'all'} documents per task; CycleQD = "
+    lines += ["", f"Raw scores (lm-eval; limit {report['limit'] or 'none'}; CycleQD = "
                   f"`{report['run_dir']}/final_model`)", "",
               "| Model | " + " | ".join(f"{k.split('/')[0]} {k.split('/', 1)[1]}" for k in keys) + " |",
               "|---|" + "---|" * len(keys)]
