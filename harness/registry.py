@@ -231,6 +231,7 @@ LEADERBOARDS = Registry("leaderboard", config_key="leaderboard", base="harness.l
 LEADERBOARDS.lazy("mini", "leaderboards.mini_tables:LEADERBOARD")
 LEADERBOARDS.lazy("sam", "leaderboards.sam_table4:LEADERBOARD")
 LEADERBOARDS.lazy("table", "leaderboards.table:LEADERBOARD")
+LEADERBOARDS.lazy("retention", "leaderboards.retention:LEADERBOARD")  # Table 3 through lm-eval (the lmeval extra)
 
 # what `cycleqd run / resume / report` write from a run directory (tables, elite maps, plots)
 RUN_REPORTS = Registry("run report", config_key="report", check=callable)
