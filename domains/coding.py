@@ -425,6 +425,16 @@ class CodingDomain(AgentDomain):
 
     # -- judging one completion ---------------------------------------------------------------------------
     def judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
+        """The verdict on one completion. Whatever the model wrote is its own failure at worst; an exception
+        left over is the judge's bug, reported as this sample's harness error instead of ending the run."""
+        try:
+            return self._judge(sample_id, sample, completion)
+        except Exception as exc:  # noqa: BLE001 - one sample's verdict, never the whole evaluation
+            return SampleResult(sample_id, SampleStatus.HARNESS_ERROR, 0.0,
+                                {"task_id": sample.get("task_id"), "error": f"judge failed: {type(exc).__name__}: "
+                                                                            f"{str(exc)[:200]}"})
+
+    def _judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
         detail: dict[str, Any] = {"task_id": sample["task_id"]}
         if completion == CONTEXT_LIMIT:
             return SampleResult(sample_id, SampleStatus.CONTEXT_LIMIT, 0.0, detail)

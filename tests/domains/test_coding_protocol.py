@@ -236,3 +236,20 @@ def test_the_expected_cache_is_keyed_by_backend(tmp_path):
     assert HostRunner.runs == 3  # the reference once, then the gold completion twice (the second domain hit the cache)
     assert OtherHostRunner.runs == 2  # another backend: its own reference run
     assert len(list((tmp_path / "cache" / "mbpp_expected").glob("*.json"))) == 2
+
+
+def test_a_judge_bug_is_that_samples_harness_error_not_the_end_of_the_evaluation(tmp_path, monkeypatch):
+    d = domain(tmp_path, [ADD, {**ADD, "task_id": "T/2"}])
+    real = d.executor.run
+    calls = []
+
+    def flaky(code, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the first sample's judged run (the first call computes the reference)
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(code, *a, **k)
+
+    monkeypatch.setattr(d.executor, "run", flaky)
+    res = d.run(d.scripted_agent("gold"), [0])
+    assert res.samples[0].status == SampleStatus.HARNESS_ERROR and "RecursionError" in res.samples[0].detail["error"]
+    assert d.run(d.scripted_agent("gold")).quality == 1.0
