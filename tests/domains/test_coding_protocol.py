@@ -253,3 +253,28 @@ def test_a_judge_bug_is_that_samples_harness_error_not_the_end_of_the_evaluation
     res = d.run(d.scripted_agent("gold"), [0])
     assert res.samples[0].status == SampleStatus.HARNESS_ERROR and "RecursionError" in res.samples[0].detail["error"]
     assert d.run(d.scripted_agent("gold")).quality == 1.0
+
+
+def _backend_or_skip(kind: str) -> str:
+    from harness.registry import CODE_SANDBOXES
+
+    ok, why = CODE_SANDBOXES.get(kind).available()
+    if not ok:
+        pytest.skip(f"{kind} sandbox: {why}")
+    return kind
+
+
+@pytest.mark.parametrize("kind", ["local", "docker"])
+def test_forged_records_and_deep_code_in_the_real_sandboxes(tmp_path, kind):
+    """The same attacks through each code sandbox: what comes back is parsed the same hostile way."""
+    d = domain(tmp_path, [ADD], backend=_backend_or_skip(kind))
+    try:
+        names = ["3000-deep nesting", "3000-deep encoding", "unhashable i", "unknown tag", "not UTF-8", "a list"]
+        for name in names if kind == "local" else names[:3]:  # a Docker run takes seconds
+            r = d.run(ScriptedAgent(lambda s, t, m, name=name: forging(BAD_LINES[name]))).samples[0]
+            assert r.status == SampleStatus.INVALID_ACTION, (name, r)
+        r = d.run(ScriptedAgent(lambda s, t, m: "\ndef f(a, b):\n    return " + "-" * 330 + "1\n```")).samples[0]
+        assert not r.status.is_harness_failure and r.score == 0, r
+        assert d.run(d.scripted_agent("gold")).quality == 1.0
+    finally:
+        d.close()
