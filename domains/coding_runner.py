@@ -30,15 +30,29 @@ INLINE_LIMIT = 1 << 20  # characters
 MAX_DEPTH = 100  # = domains.coding_protocol.MAX_DEPTH
 
 
+def _scalar(x):
+    """The text of a value of an exact built-in scalar type, or None (the common case, without a call to
+    ``encode``: outputs of millions of items are mostly these)."""
+    t = type(x)
+    if t is int:
+        return "i%d;" % x
+    if t is str:
+        return "s%d:%s" % (len(x), x)
+    if t is float:
+        return "f%r;" % x
+    if x is None:
+        return "N"
+    if t is bool:
+        return "T" if x else "F"
+    return None
+
+
 def encode(x, out, depth=0):
     """Canonical, type-tagged text of a value, streamed in pieces to ``out``."""
-    if x is None:
-        out("N")
-    elif x is True:
-        out("T")
-    elif x is False:
-        out("F")
-    elif isinstance(x, int):
+    text = _scalar(x)
+    if text is not None:
+        out(text)
+    elif isinstance(x, int):  # an int subclass (IntEnum...)
         out("i%d;" % x)
     elif isinstance(x, float):
         out("f%r;" % x)
@@ -56,7 +70,13 @@ def encode(x, out, depth=0):
         if isinstance(x, (list, tuple)):
             out("l[" if isinstance(x, list) else "t[")
             for item in x:
-                encode(item, out, depth + 1)
+                t = type(item)
+                if t is int:  # the two commonest items, inline
+                    out("i%d;" % item)
+                elif t is str:
+                    out("s%d:%s" % (len(item), item))
+                else:
+                    encode(item, out, depth + 1)
         elif isinstance(x, (set, frozenset)):
             out("S[" if isinstance(x, set) else "Z[")
             for piece in sorted(to_text(item, depth + 1) for item in x):
@@ -81,25 +101,35 @@ def to_text(x, depth=0):
 
 class _Sink:
     """Keeps the text while short; past INLINE_LIMIT characters keeps only a running sha256 (of the UTF-8
-    text, surrogates passed through). hashlib is imported only then."""
+    text, surrogates passed through), fed in chunks: a 1.6-million-tuple output is millions of pieces, and
+    one hash update each would cost more than computing it. hashlib is imported only for long outputs."""
+
+    CHUNK = 1 << 14  # pieces joined per hash update
 
     def __init__(self):
         self.parts, self.size, self.h = [], 0, None
 
     def __call__(self, s):
+        self.parts.append(s)
         if self.h is None:
-            self.parts.append(s)
             self.size += len(s)
             if self.size <= INLINE_LIMIT:
                 return
             import hashlib  # only for long outputs: its import (OpenSSL) costs milliseconds
 
             self.h = hashlib.sha256()
-            s, self.parts = "".join(self.parts), None
-        self.h.update(s.encode("utf-8", "surrogatepass"))
+        if len(self.parts) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self):
+        self.h.update("".join(self.parts).encode("utf-8", "surrogatepass"))
+        self.parts = []
 
     def result(self):
-        return "".join(self.parts) if self.h is None else {"sha256": self.h.hexdigest()}
+        if self.h is None:
+            return "".join(self.parts)
+        self._flush()
+        return {"sha256": self.h.hexdigest()}
 
 
 def record(i, value, elapsed):

@@ -278,3 +278,17 @@ def test_forged_records_and_deep_code_in_the_real_sandboxes(tmp_path, kind):
         assert d.run(d.scripted_agent("gold")).quality == 1.0
     finally:
         d.close()
+
+
+def test_the_runners_fast_paths_write_the_same_text():
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    assert to_text([True, False, 1, -2, "a;b", 1.5, None, (Colour.RED, Name("xy"))]) == \
+        "l[TFi1;i-2;s3:a;bf1.5;Nt[i1;s2:xy]]"
+    assert to_text(Colour.RED) == "i1;" and to_text(Name("xy")) == "s2:xy"
