@@ -292,3 +292,15 @@ def test_the_runners_fast_paths_write_the_same_text():
     assert to_text([True, False, 1, -2, "a;b", 1.5, None, (Colour.RED, Name("xy"))]) == \
         "l[TFi1;i-2;s3:a;bf1.5;Nt[i1;s2:xy]]"
     assert to_text(Colour.RED) == "i1;" and to_text(Name("xy")) == "s2:xy"
+
+
+def test_string_set_order_is_the_same_in_the_references_run_and_the_models(tmp_path):
+    """The sandboxed interpreter keeps PYTHONHASHSEED=0 (why not ``-I``, which implies -E): a function that
+    returns ``list(set_of_strings)`` is judged against its own reference, run by run."""
+    words = ", ".join(repr(w) for w in ("apple", "banana", "cherry", "date", "elder", "fig", "grape", "kiwi"))
+    row = {**ADD, "canonical_solution": f"def f(a, b):\n    return list({{{words}}})\n"}
+    d = domain(tmp_path, [row], backend=_backend_or_skip("local"))
+    try:
+        assert [d.run(d.scripted_agent("gold")).quality for _ in range(3)] == [1.0] * 3
+    finally:
+        d.close()
