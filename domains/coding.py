@@ -12,10 +12,14 @@ rule: equal, or for floats / sequences of floats ``np.allclose(rtol=1e-7, atol=a
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
+import marshal
 import math
 import os
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from domains.coding_protocol import ProtocolViolation, decode_output, parse_records
 from envs.sandbox.base import CodeSandbox, ExecStatus, Limits
 from harness.agent_domain import AgentDomain, AgentParams
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
@@ -57,24 +62,55 @@ def completion_code(completion: str) -> str:
     return completion if cut == -1 else completion[:cut]
 
 
-def sanitize(code: str, entry_point: str) -> str | None:
-    """Keep imports, function and class definitions and top-level assignments; None if unparseable or
-    the entry point is not defined. Trailing lines are dropped until the code parses (truncated output)."""
-    lines = code.splitlines()
-    tree = None
-    for end in range(len(lines), 0, -1):
+MAX_CODE = 1 << 20  # characters of a completion's code: more is not parsed (invalid_action)
+_KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+_BLOCKS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _parse_prefix(lines: list[str]) -> tuple[ast.Module, list[str]] | None:
+    """The longest prefix of ``lines`` that parses. After a syntax error at line L no prefix running past
+    line L parses, so the search goes on from there (a long reply costs a few parses, not one per line).
+    Nesting beyond the parser's bounds (``return ------...1``: RecursionError, MemoryError) is a prefix
+    that does not parse, never an exception."""
+    end = len(lines)
+    while end > 0:
         try:
-            tree = ast.parse("\n".join(lines[:end]))
-            break
-        except (SyntaxError, ValueError):
-            continue
-    if tree is None:
+            return ast.parse("\n".join(lines[:end])), lines[:end]
+        except SyntaxError as exc:
+            end = min(end - 1, exc.lineno) if isinstance(exc.lineno, int) and exc.lineno > 0 else end - 1
+        except (ValueError, RecursionError, MemoryError):  # null bytes; too deeply nested
+            end -= 1
+    return None
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """A top-level statement's own source text. A definition owns its lines (decorators included); a simple
+    statement may share its line with a dropped one (``x = f(1); print(x)``), so it is cut by column
+    (the parser's columns count UTF-8 bytes)."""
+    if isinstance(node, _BLOCKS):
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        return "\n".join(lines[first - 1 : node.end_lineno])
+    a, b = node.lineno - 1, node.end_lineno - 1
+    if a == b:
+        return lines[a].encode()[node.col_offset : node.end_col_offset].decode()
+    head = lines[a].encode()[node.col_offset :].decode()
+    return "\n".join([head, *lines[a + 1 : b], lines[b].encode()[: node.end_col_offset].decode()])
+
+
+def sanitize(code: str, entry_point: str) -> str | None:
+    """Keep imports, function and class definitions and top-level assignments (their source text, so
+    nothing recurses over the model's tree); None if unparseable, too long, or the entry point is not
+    defined. Trailing lines are dropped until the code parses (truncated output)."""
+    if len(code) > MAX_CODE:
         return None
-    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
-    body = [n for n in tree.body if isinstance(n, keep)]
+    parsed = _parse_prefix(code.splitlines())
+    if parsed is None:
+        return None
+    tree, lines = parsed
+    body = [n for n in tree.body if isinstance(n, _KEEP)]
     if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in body):
         return None
-    return ast.unparse(ast.Module(body=body, type_ignores=[]))
+    return "\n".join(_segment(lines, n) for n in body) + "\n"
 
 
 # -- inputs: JSON lost the tuples ---------------------------------------------------------------------
@@ -121,63 +157,56 @@ def argument_shapes(sample: dict) -> list | None:
     return None
 
 
-# -- outputs --------------------------------------------------------------------------------------------
-class _Decoder:
-    def __init__(self, text: str):
-        self.t, self.i = text, 0
-
-    def _until(self, ch: str) -> str:
-        j = self.t.index(ch, self.i)
-        s, self.i = self.t[self.i : j], j + 1
-        return s
-
-    def value(self) -> Any:
-        tag = self.t[self.i]
-        self.i += 1
-        if tag == "N":
-            return None
-        if tag in "TF":
-            return tag == "T"
-        if tag == "i":
-            return int(self._until(";"))
-        if tag == "f":
-            return float(self._until(";"))
-        if tag == "c":
-            return complex(float(self._until(";")), float(self._until(";")))
-        if tag in "sbr":
-            n = int(self._until(":"))
-            if tag == "b":
-                s, self.i = bytes.fromhex(self.t[self.i : self.i + 2 * n]), self.i + 2 * n
-                return s
-            s, self.i = self.t[self.i : self.i + n], self.i + n
-            return s if tag == "s" else _Opaque(s)
-        if tag in "ltSZd":
-            assert self.t[self.i] == "["
-            self.i += 1
-            items = []
-            while self.t[self.i] != "]":
-                items.append(self.value())
-            self.i += 1
-            if tag == "l":
-                return items
-            if tag == "t":
-                return tuple(items)
-            if tag == "d":
-                return {items[k]: items[k + 1] for k in range(0, len(items), 2)}
-            return set(items) if tag == "S" else frozenset(items)
-        raise ValueError(f"bad output encoding tag {tag!r}")
+# -- data, checked at load ------------------------------------------------------------------------------
+def _argument_lists(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(a, list) for a in x)
 
 
-class _Opaque(str):
-    """A value only known by its repr (an object of another type): compared by that text."""
+def check_mbpp_sample(row: dict) -> str | None:
+    """Why an MBPP+ record cannot be judged (the field and what is wrong), or None. Inputs stored as JSON
+    text would be judged character by character, and a reference that does not parse would score every
+    model's answer as the model's invalid_action: both are refused here."""
+    for k in ("task_id", "prompt", "entry_point", "canonical_solution"):
+        if not isinstance(row[k], str):
+            return f"{k} must be a string, not {type(row[k]).__name__}"
+    if not row["entry_point"].isidentifier():
+        return f"entry_point {row['entry_point'][:60]!r} is not a Python name"
+    if not _argument_lists(row["base_input"]):
+        return f"base_input must be a list of argument lists, not {_kind(row['base_input'])}"
+    plus = row.get("plus_input", [])
+    if plus != {} and not _argument_lists(plus):  # {}: no plus inputs (Mbpp/793 in the EvalPlus v0.1.0 release)
+        return f"plus_input must be a list of argument lists, not {_kind(plus)}"
+    atol = row.get("atol", 0)
+    if type(atol) not in (int, float) or not math.isfinite(atol) or atol < 0:
+        return f"atol must be a finite number >= 0, not {str(atol)[:40]!r}"
+    if not isinstance(row.get("assertion", ""), str):
+        return "assertion must be a string"
+    try:
+        with warnings.catch_warnings():  # "invalid escape sequence '\w'" in a reference's regex: still valid
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            tree = ast.parse(row["canonical_solution"])
+    except SyntaxError as exc:
+        return f"canonical_solution does not parse (line {exc.lineno}: {exc.msg})"
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return f"canonical_solution does not parse ({type(exc).__name__})"
+    if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == row["entry_point"] for n in tree.body):
+        return f"canonical_solution does not define entry_point {row['entry_point']!r}"
+    try:
+        argument_shapes(row)
+    except (RecursionError, MemoryError):
+        return "prompt: the example call is nested too deeply"
+    return None
 
 
-def decode_output(enc: Any) -> Any:
-    if isinstance(enc, dict):
-        return enc  # {"sha256": ...}: compared as is
-    return _Decoder(enc).value()
+def _kind(x: Any) -> str:
+    """What a value is, for an error: a list whose items are not lists says so."""
+    if isinstance(x, list):
+        bad = next(a for a in x if not isinstance(a, list))
+        return f"a list holding a {type(bad).__name__}"
+    return f"a {type(x).__name__}"
 
 
+# -- outputs (decoded by domains.coding_protocol: they come from the sandbox) ---------------------------
 # EvalPlus's special cases for MBPP+: order-free outputs compared as sets, and regex tasks whose output
 # only matters as "a match or None".
 SET_EQ_TASKS = {"similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
@@ -231,6 +260,19 @@ DEFAULT_LIMITS = Limits(wall_s=120, cpu_s=120, memory_bytes=4 << 30, pids=32, ou
                         workdir_bytes=1536 << 20, file_bytes=1 << 30)
 
 
+# -s -S: no site (28 ms of every run, and the interpreter's site-packages would be importable: a sandboxed
+# program gets the standard library only). Not -I: it implies -E, which drops PYTHONHASHSEED=0, and the
+# order of a set of strings must be the same in the reference's run and the model's.
+PYTHON_FLAGS = ("-s", "-S")
+# the largest results file (and any file) a judged run may write: read back whole by the harness
+RESULTS_BYTES = 256 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def runner_source() -> str:
+    return RUNNER.read_text()
+
+
 class CodeExecutor:
     """Runs a program on a task's inputs in a code sandbox; returns per-input results (or a failure).
     ``sandbox``: a ``CodeSandbox`` built with ``limits``, or the registered kind to build (with
@@ -246,22 +288,19 @@ class CodeExecutor:
 
     def run(self, code: str, entry: str, inputs: Sequence, limits_s: Sequence[float], shapes: list | None = None,
             wall_cap_s: float | None = None):
-        """``limits_s``: the time limit of each input. The whole run gets their sum plus slack (capped)."""
-        files = {"solution.py": code, "runner.py": RUNNER.read_text(),
-                 "inputs.json": json.dumps({"inputs": list(inputs), "shapes": shapes, "limits": list(limits_s)})}
+        """``limits_s``: the time limit of each input. The whole run gets their sum plus slack (capped).
+        Returns the sandbox's result and the validated records (``coding_protocol.parse_records``); raises
+        ``ProtocolViolation`` when what came back breaks the protocol."""
+        files = {"solution.py": code, "runner.py": runner_source(),
+                 "inputs.marshal": marshal.dumps({"inputs": list(inputs), "shapes": shapes, "limits": list(limits_s)})}
         wall = min(wall_cap_s or self.limits.wall_s, 5 + 1.5 * sum(limits_s))
-        lim = Limits(**{**self.limits.__dict__, "wall_s": wall, "cpu_s": int(wall) + 1})
-        res = self.sandbox.run([self.python, "runner.py", "solution.py", entry, "inputs.json", "results.jsonl"],
-                               files=files, limits=lim, collect=["results.jsonl"])
-        raw = (res.detail.get("files") or {}).get("results.jsonl")
-        records = []
-        if raw:
-            for line in raw.decode("utf-8", "replace").splitlines():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill: the rest never ran
-        return res, records
+        lim = Limits(**{**self.limits.__dict__, "wall_s": wall, "cpu_s": int(wall) + 1,
+                        "file_bytes": min(self.limits.file_bytes, RESULTS_BYTES)})
+        res = self.sandbox.run([self.python, *PYTHON_FLAGS, "runner.py", "solution.py", entry, "inputs.marshal",
+                                "results.jsonl"], files=files, limits=lim, collect=["results.jsonl"])
+        if res.status == ExecStatus.ENV_ERROR:
+            return res, []
+        return res, parse_records((res.detail.get("files") or {}).get("results.jsonl"), len(inputs))
 
     def close(self) -> None:
         self.sandbox.close()
@@ -290,6 +329,7 @@ class CodingDomain(AgentDomain):
 
     Params = CodingParams
     required = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input")
+    unique = "task_id"
     split_key = "coding"
     prefill = PREFILL
     stop = ("Instruction:", "Instruction", "Response:", "Response")
@@ -298,6 +338,9 @@ class CodingDomain(AgentDomain):
         super().__init__(task=task, ctx=ctx, params=params, **kwargs)
         self.system: str | None = None
         self.executor: CodeExecutor | None = None
+        self.backend_key = ""  # what the expected-output cache knows the sandbox by
+        self._expected: dict[tuple[int, str], tuple[dict, dict]] = {}
+        self._shapes: dict[int, tuple[dict, list | None]] = {}
 
     @property
     def system_path(self) -> Path:
@@ -306,42 +349,92 @@ class CodingDomain(AgentDomain):
     def setup(self) -> None:
         super().setup()
         self.system = self.system_path.read_text()
-        self.executor = CodeExecutor(self.make_backend(CODE_SANDBOXES, limits=DEFAULT_LIMITS), DEFAULT_LIMITS)
+        sandbox = self.make_backend(CODE_SANDBOXES, limits=DEFAULT_LIMITS)
+        self.executor = CodeExecutor(sandbox, DEFAULT_LIMITS)
+        self.backend_key = json.dumps([f"{type(sandbox).__module__}:{type(sandbox).__qualname__}", sandbox.python,
+                                       self.params.backend_params], sort_keys=True, default=str)
 
     def close(self) -> None:
         if self.executor is not None:
             self.executor.close()
             self.executor = None
 
+    def check_sample(self, row) -> str | None:
+        return check_mbpp_sample(row)
+
+    def sample_id(self, index: int) -> str:
+        """An MBPP sample is named by its task_id (``Mbpp/2``), as EvalPlus's samples files name it."""
+        return self.samples()[index]["task_id"]
+
     def messages(self, sample: dict) -> list[dict]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user_turn(sample)}]
 
     # -- expected outputs (canonical solution, run once in the sandbox, cached by content) --------------
     def expected(self, sample: dict, part: str) -> dict:
-        """The canonical solution's outputs and per-input seconds on ``part`` ("base" | "plus")."""
+        """The canonical solution's outputs ("out": encodings, "values": decoded) and per-input seconds on
+        ``part`` ("base" | "plus"). Cached on disk by content and backend (a reference run in Docker is
+        not one run locally), and in memory per sample."""
+        memo = self._expected.get((id(sample), part))
+        if memo is not None and memo[0] is sample:  # the memo holds the sample: its id is not reused
+            return memo[1]
         inputs = sample["base_input"] if part == "base" else sample.get("plus_input", [])
-        shapes = argument_shapes(sample)
+        shapes = self.shapes(sample)
         key = hashlib.sha256(json.dumps([sample["canonical_solution"], sample["entry_point"], inputs, shapes,
-                                         RUNNER.read_text()], sort_keys=True).encode()).hexdigest()[:24]
+                                         runner_source(), self.backend_key], sort_keys=True).encode()).hexdigest()[:24]
         path = _cache_dir() / "mbpp_expected" / f"{key}.json"
+        out = None
         if path.exists():
-            return json.loads(path.read_text())
-        res, recs = self.executor.run(sample["canonical_solution"], sample["entry_point"], inputs,
-                                      [self.params.canonical_limit_s] * len(inputs), shapes,
-                                      wall_cap_s=self.params.canonical_wall_s)
+            try:
+                out = json.loads(path.read_text())
+            except (OSError, ValueError):
+                out = None  # a damaged cache entry: computed again
+        if out is None:
+            out = self._run_reference(sample, part, inputs, shapes)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+            tmp.write_text(json.dumps(out))
+            os.replace(tmp, path)
+        try:
+            out["values"] = [decode_output(o) for o in out["out"]]
+        except (ProtocolViolation, KeyError, TypeError) as exc:
+            raise HarnessError(f"{sample['task_id']}: cached expected outputs at {path} are damaged ({exc})") from None
+        self._expected[(id(sample), part)] = (sample, out)
+        return out
+
+    def _run_reference(self, sample: dict, part: str, inputs: list, shapes: list | None) -> dict:
+        try:
+            res, recs = self.executor.run(sample["canonical_solution"], sample["entry_point"], inputs,
+                                          [self.params.canonical_limit_s] * len(inputs), shapes,
+                                          wall_cap_s=self.params.canonical_wall_s)
+        except ProtocolViolation as exc:
+            raise HarnessError(f"{sample['task_id']}: the canonical solution's results on the {part} inputs break "
+                               f"the protocol ({exc})") from None
         if len(recs) != len(inputs) or not all(r["ok"] for r in recs):
             bad = next((r for r in recs if not r["ok"]), None)
+            why = bad["error"] if bad else res.detail.get("error", "no results")
             raise HarnessError(f"{sample['task_id']}: the canonical solution fails on the {part} inputs in the "
-                               f"sandbox ({res.status.value}, {bad['error'] if bad else 'no results'})")
-        out = {"out": [r["out"] for r in recs], "seconds": [r["s"] for r in recs]}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, path)
-        return out
+                               f"sandbox ({res.status.value}, {why})")
+        return {"out": [r["out"] for r in recs], "seconds": [r["s"] for r in recs]}
+
+    def shapes(self, sample: dict) -> list | None:
+        """``argument_shapes`` of a sample, computed once."""
+        memo = self._shapes.get(id(sample))
+        if memo is None or memo[0] is not sample:
+            memo = self._shapes[id(sample)] = (sample, argument_shapes(sample))
+        return memo[1]
 
     # -- judging one completion ---------------------------------------------------------------------------
     def judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
+        """The verdict on one completion. Whatever the model wrote is its own failure at worst; an exception
+        left over is the judge's bug, reported as this sample's harness error instead of ending the run."""
+        try:
+            return self._judge(sample_id, sample, completion)
+        except Exception as exc:  # noqa: BLE001 - one sample's verdict, never the whole evaluation
+            return SampleResult(sample_id, SampleStatus.HARNESS_ERROR, 0.0,
+                                {"task_id": sample.get("task_id"), "error": f"judge failed: {type(exc).__name__}: "
+                                                                            f"{str(exc)[:200]}"})
+
+    def _judge(self, sample_id: str, sample: dict, completion: str) -> SampleResult:
         detail: dict[str, Any] = {"task_id": sample["task_id"]}
         if completion == CONTEXT_LIMIT:
             return SampleResult(sample_id, SampleStatus.CONTEXT_LIMIT, 0.0, detail)
@@ -361,7 +454,7 @@ class CodingDomain(AgentDomain):
                 break
             inputs = sample["base_input"] if part == "base" else sample["plus_input"]
             limits = [max(self.params.per_input_s, self.params.time_factor * t) for t in exp["seconds"]]
-            ok, why = self._check(code, sample, inputs, exp["out"], limits)
+            ok, why = self._check(code, sample, inputs, exp["values"], limits)
             detail[part] = ok
             if not ok:
                 detail[f"{part}_failure"] = why
@@ -375,7 +468,11 @@ class CodingDomain(AgentDomain):
         return SampleResult(sample_id, status, 0.0, detail)
 
     def _check(self, code, sample, inputs, expected, limits) -> tuple[bool, dict]:
-        res, recs = self.executor.run(code, sample["entry_point"], inputs, limits, argument_shapes(sample))
+        """Run the sanitised code on ``inputs``; ``expected``: the reference's decoded outputs."""
+        try:
+            res, recs = self.executor.run(code, sample["entry_point"], inputs, limits, self.shapes(sample))
+        except ProtocolViolation as exc:  # the program wrote what the runner never writes
+            return False, {"status": SampleStatus.INVALID_ACTION, "error": f"result protocol: {exc}"}
         if res.status == ExecStatus.ENV_ERROR:
             return False, {"status": SampleStatus.ENV_ERROR, "error": res.detail.get("error")}
         by_i = {r["i"]: r for r in recs}
@@ -392,8 +489,7 @@ class CodingDomain(AgentDomain):
             if not r["ok"]:
                 st = SampleStatus.TIMEOUT if r["error"] == "timeout" else SampleStatus.WRONG
                 return False, {"status": st, "input": i, "error": r["error"]}
-            if not outputs_match(normalise_for_task(ep, decode_output(want)),
-                                 normalise_for_task(ep, decode_output(r["out"])), atol):
+            if not outputs_match(normalise_for_task(ep, want), normalise_for_task(ep, r["value"]), atol):
                 return False, {"status": SampleStatus.WRONG, "input": i, "error": "wrong output"}
         return True, {}
 
@@ -402,7 +498,7 @@ class CodingDomain(AgentDomain):
             self.setup()
         samples = self.samples()
         idx = self.indices(indices)
-        reqs = [ChatRequest(f"coding/{i}", self.messages(samples[i]), samples[i], 0) for i in idx]
+        reqs = [ChatRequest(self.sample_id(i), self.messages(samples[i]), samples[i], 0) for i in idx]
         completions = agent.respond(reqs)
         with ThreadPoolExecutor(self.params.workers) as pool:
             futs = [pool.submit(self.judge, r.sample_id, samples[i], c) for r, i, c in zip(reqs, idx, completions)]

@@ -1,35 +1,58 @@
 """Runs inside the sandbox (standard library only): call a solution's entry point on every input.
 
-Usage: python coding_runner.py solution.py ENTRY inputs.json results.jsonl
+Usage: python -s -S coding_runner.py solution.py ENTRY inputs.marshal results.jsonl
 
-inputs.json: {"inputs": [[arg, ...], ...], "shapes": [...] | null, "limits": [seconds per input]}
+inputs.marshal: ``marshal`` of {"inputs": [[arg, ...], ...], "shapes": [...] | None, "limits": [seconds per
+input]}, written by the harness (marshal reads without importing anything; the data is the harness's own).
 
-For each input it writes one JSON line: {"i": index, "ok": true, "out": <encoding>} where the encoding is
-the canonical text of the returned value (or {"sha256": ...} of it when longer than 1 MB, so a 700 MB
-output never travels whole), or {"i": index, "ok": false, "error": "..."} on an exception or a timeout.
-The parent decodes and compares; nothing in here is trusted.
+For each input it writes one JSON line: {"i": index, "ok": true, "out": <encoding>, "s": seconds} where the
+encoding is the canonical text of the returned value (or {"sha256": ...} of it when longer than 1 Mi
+characters, so a 700 MB output never travels whole), or {"i": index, "ok": false, "error": "..."} on an
+exception or a timeout. A value nested deeper than MAX_DEPTH is an error (the harness decodes no deeper).
+The parent decodes and compares; nothing in here is trusted (``domains/coding_protocol.py``).
+
+Startup is most of a judgement: the interpreter runs without ``site`` (-S) and this file imports only
+built-in modules (no json, re, enum, copy or hashlib at startup: ~25 ms a run).
 """
 
-import copy
-import hashlib
-import json
+import marshal
 import os
 import signal
 import sys
 import time
 
-INLINE_LIMIT = 1 << 20
+try:  # json's own C string encoder, without importing json (which imports re and enum)
+    from _json import encode_basestring_ascii as quote
+except ImportError:  # another Python implementation
+    from json import dumps as quote
+
+INLINE_LIMIT = 1 << 20  # characters
+MAX_DEPTH = 100  # = domains.coding_protocol.MAX_DEPTH
 
 
-def encode(x, out):
-    """Canonical, type-tagged text of a value, streamed in pieces to ``out``."""
+def _scalar(x):
+    """The text of a value of an exact built-in scalar type, or None (the common case, without a call to
+    ``encode``: outputs of millions of items are mostly these)."""
+    t = type(x)
+    if t is int:
+        return "i%d;" % x
+    if t is str:
+        return "s%d:%s" % (len(x), x)
+    if t is float:
+        return "f%r;" % x
     if x is None:
-        out("N")
-    elif x is True:
-        out("T")
-    elif x is False:
-        out("F")
-    elif isinstance(x, int):
+        return "N"
+    if t is bool:
+        return "T" if x else "F"
+    return None
+
+
+def encode(x, out, depth=0):
+    """Canonical, type-tagged text of a value, streamed in pieces to ``out``."""
+    text = _scalar(x)
+    if text is not None:
+        out(text)
+    elif isinstance(x, int):  # an int subclass (IntEnum...)
         out("i%d;" % x)
     elif isinstance(x, float):
         out("f%r;" % x)
@@ -41,21 +64,28 @@ def encode(x, out):
     elif isinstance(x, (bytes, bytearray)):
         out("b%d:" % len(x))
         out(bytes(x).hex())
-    elif isinstance(x, (list, tuple)):
-        out("l[" if isinstance(x, list) else "t[")
-        for item in x:
-            encode(item, out)
-        out("]")
-    elif isinstance(x, (set, frozenset)):
-        out("S[" if isinstance(x, set) else "Z[")
-        for piece in sorted(to_text(item) for item in x):
-            out(piece)
-        out("]")
-    elif isinstance(x, dict):
-        out("d[")
-        for k, v in sorted((to_text(k), to_text(v)) for k, v in x.items()):
-            out(k)
-            out(v)
+    elif isinstance(x, (list, tuple, set, frozenset, dict)):
+        if depth >= MAX_DEPTH:
+            raise ValueError("the output is nested deeper than %d levels" % MAX_DEPTH)
+        if isinstance(x, (list, tuple)):
+            out("l[" if isinstance(x, list) else "t[")
+            for item in x:
+                t = type(item)
+                if t is int:  # the two commonest items, inline
+                    out("i%d;" % item)
+                elif t is str:
+                    out("s%d:%s" % (len(item), item))
+                else:
+                    encode(item, out, depth + 1)
+        elif isinstance(x, (set, frozenset)):
+            out("S[" if isinstance(x, set) else "Z[")
+            for piece in sorted(to_text(item, depth + 1) for item in x):
+                out(piece)
+        else:
+            out("d[")
+            for k, v in sorted((to_text(k, depth + 1), to_text(v, depth + 1)) for k, v in x.items()):
+                out(k)
+                out(v)
         out("]")
     else:
         text = repr(x)
@@ -63,30 +93,56 @@ def encode(x, out):
         out(text)
 
 
-def to_text(x):
+def to_text(x, depth=0):
     parts = []
-    encode(x, parts.append)
+    encode(x, parts.append, depth)
     return "".join(parts)
 
 
 class _Sink:
-    """Keeps the text while short; past INLINE_LIMIT keeps only a running sha256."""
+    """Keeps the text while short; past INLINE_LIMIT characters keeps only a running sha256 (of the UTF-8
+    text, surrogates passed through), fed in chunks: a 1.6-million-tuple output is millions of pieces, and
+    one hash update each would cost more than computing it. hashlib is imported only for long outputs."""
+
+    CHUNK = 1 << 14  # pieces joined per hash update
 
     def __init__(self):
-        self.parts, self.size, self.h = [], 0, hashlib.sha256()
+        self.parts, self.size, self.h = [], 0, None
 
     def __call__(self, s):
-        b = s.encode("utf-8", "surrogatepass")
-        self.h.update(b)
-        if self.parts is not None:
-            self.size += len(b)
-            if self.size > INLINE_LIMIT:
-                self.parts = None
-            else:
-                self.parts.append(s)
+        self.parts.append(s)
+        if self.h is None:
+            self.size += len(s)
+            if self.size <= INLINE_LIMIT:
+                return
+            import hashlib  # only for long outputs: its import (OpenSSL) costs milliseconds
+
+            self.h = hashlib.sha256()
+        if len(self.parts) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self):
+        self.h.update("".join(self.parts).encode("utf-8", "surrogatepass"))
+        self.parts = []
 
     def result(self):
-        return "".join(self.parts) if self.parts is not None else {"sha256": self.h.hexdigest()}
+        if self.h is None:
+            return "".join(self.parts)
+        self._flush()
+        return {"sha256": self.h.hexdigest()}
+
+
+def record(i, value, elapsed):
+    """The JSON line of a result, written without the json module."""
+    sink = _Sink()
+    encode(value, sink)
+    out = sink.result()
+    text = '{"sha256": "%s"}' % out["sha256"] if isinstance(out, dict) else quote(out)
+    return '{"i": %d, "ok": true, "out": %s, "s": %r}\n' % (i, text, elapsed)
+
+
+def failure(i, error):
+    return '{"i": %d, "ok": false, "error": %s}\n' % (i, quote(error))
 
 
 def reshape(value, shape):
@@ -131,8 +187,8 @@ def _alarm(signum, frame):
 
 def main():
     sol_path, entry, inputs_path, results_path = sys.argv[1:5]
-    with open(inputs_path) as fh:
-        spec = json.load(fh)
+    with open(inputs_path, "rb") as fh:
+        spec = marshal.load(fh)
     inputs = [_try_reshape(args, spec.get("shapes")) for args in spec["inputs"]]
     limits = [float(x) for x in spec["limits"]]
     results = open(results_path, "w")
@@ -148,26 +204,23 @@ def main():
         signal.setitimer(signal.ITIMER_REAL, 0)
         fn = namespace[entry]
     except BaseException as exc:  # noqa: BLE001 - the solution may raise anything, SystemExit included
-        results.write(json.dumps({"i": -1, "ok": False, "error": "load: %s: %s" % (type(exc).__name__, exc)}) + "\n")
+        results.write(failure(-1, "load: %s: %s" % (type(exc).__name__, exc)))
         results.close()
         return
+    # each input's arguments are fresh objects (one run, one call per input): no copy needed
     for i, args in enumerate(inputs):
         try:
-            call_args = copy.deepcopy(args)
             t0 = time.perf_counter()
             signal.setitimer(signal.ITIMER_REAL, limits[i])
-            value = fn(*call_args)
+            value = fn(*args)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            elapsed = time.perf_counter() - t0
-            sink = _Sink()
-            encode(value, sink)
-            rec = {"i": i, "ok": True, "out": sink.result(), "s": elapsed}
+            line = record(i, value, time.perf_counter() - t0)
         except _Timeout:
-            rec = {"i": i, "ok": False, "error": "timeout"}
+            line = failure(i, "timeout")
         except BaseException as exc:  # noqa: BLE001 - the same, per input
             signal.setitimer(signal.ITIMER_REAL, 0)
-            rec = {"i": i, "ok": False, "error": "%s: %s" % (type(exc).__name__, str(exc)[:200])}
-        results.write(json.dumps(rec) + "\n")
+            line = failure(i, "%s: %s" % (type(exc).__name__, str(exc)[:200]))
+        results.write(line)
         results.flush()
     results.close()
 

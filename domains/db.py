@@ -69,6 +69,33 @@ def expected_md5(sample: dict) -> str:
     return m.group(0)
 
 
+def check_db_sample(row: dict) -> str | None:
+    """Why a DBBench record cannot be judged (the field and what is wrong), or None: checked at load, so a
+    modification without its md5 stops nothing halfway through a run."""
+    for k in ("description", "add_description"):
+        if not isinstance(row[k], str):
+            return f"{k} must be a string"
+    if not isinstance(row["type"], list) or not row["type"] or not isinstance(row["type"][0], str):
+        return "type must be a non-empty list whose first item (the category) is a string"
+    if not isinstance(row["label"], list):
+        return "label must be a list"
+    t = row["table"]
+    info = t.get("table_info") if isinstance(t, dict) else None
+    if not isinstance(t, dict) or not isinstance(t.get("table_name"), str) or not isinstance(info, dict):
+        return "table must be an object with a string table_name and a table_info object"
+    cols = info.get("columns")
+    if not isinstance(cols, list) or not cols or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in cols):
+        return "table.table_info.columns must be a non-empty list of objects with a string name"
+    if not isinstance(info.get("rows", []), list) or not all(isinstance(r, list) for r in info.get("rows", [])):
+        return "table.table_info.rows must be a list of rows (lists)"
+    if row["type"][0] in MODIFY:
+        if not isinstance(row.get("answer_md5"), str) or not _MD5.search(row["answer_md5"]):
+            return f"answer_md5 must hold the md5 of the table after the {row['type'][0]} (an md5 hex digest)"
+        if not row["label"] or not isinstance(row["label"][0], str):
+            return "label of a modification must hold the reference statement (a string)"
+    return None
+
+
 class DBEpisode(Episode):
     def __init__(self, sample_id: str, sample: dict, backend: SQLBackend, instruction: str, max_round: int):
         self.sample_id, self.sample = sample_id, sample
@@ -186,6 +213,9 @@ class DBDomain(AgentDomain):
     @property
     def instruction_path(self) -> Path:
         return self.path(self.params.instruction)
+
+    def check_sample(self, row) -> str | None:
+        return check_db_sample(row)
 
     def setup(self) -> None:
         super().setup()

@@ -67,6 +67,54 @@ def interpreter(language: str, code: str, params: Sequence[str] = ()) -> list[st
     raise HarnessError(f"os: unknown script language {language!r}")
 
 
+def _script_error(x) -> str | None:
+    """Why ``x`` is not a [language, code] script of a language ``interpreter`` runs, or None."""
+    if not (isinstance(x, list) and len(x) == 2 and all(isinstance(v, str) for v in x)):
+        return "must be [language, code] (two strings)"
+    try:
+        interpreter(x[0], x[1])
+    except HarnessError:
+        return f"has an unknown language {x[0][:40]!r} (bash | sh | python...)"
+    return None
+
+
+def check_os_sample(row: dict) -> str | None:
+    """Why an AgentBench OS record cannot be judged (the field and what is wrong), or None: checked at load,
+    so a check step that cannot run stops nothing halfway through a run."""
+    if not isinstance(row["description"], str):
+        return "description must be a string"
+    m = row.get("match")
+    if m is not None and not (isinstance(m, str) or isinstance(m, dict) and (
+            isinstance(m.get("answer"), str) or isinstance(m.get("regex"), str))):
+        return "match must be a string or an object with a string answer (or regex)"
+    if isinstance(m, dict) and isinstance(m.get("regex"), str):
+        try:
+            re.compile(m["regex"])
+        except re.error as exc:
+            return f"match.regex does not compile ({exc})"
+    check = row.get("check")
+    if not m and not check:
+        return "a sample needs a match or a check"
+    if check is not None and not isinstance(check, list):
+        return "check must be a list of steps ([language, code] or null)"
+    for k in ("example_script", "start"):
+        if row.get(k) is not None and (why := _script_error(row[k])):
+            return f"{k} {why}"
+    for j, step in enumerate(check or []):
+        if step is None:
+            if row.get("example_script") is None:
+                return f"check[{j}] is null (run example_script) but the sample has no example_script"
+        elif why := _script_error(step):
+            return f"check[{j}] {why}"
+    init = row.get("init_script")
+    if init is not None and not isinstance(init, list):
+        return "init_script must be a list of [language, code] scripts"
+    for j, step in enumerate(init or []):
+        if why := _script_error(step):
+            return f"init_script[{j}] {why}"
+    return None
+
+
 class OSEpisode(Episode):
     def __init__(self, sample_id: str, sample: dict, prefix: list[dict], make_env, round_limit: int,
                  action_timeout: float):
@@ -193,7 +241,7 @@ class OSDomain(AgentDomain):
         return self.path(self.params.oneshot)
 
     def check_sample(self, row) -> str | None:
-        return None if row.get("match") or row.get("check") else "a sample needs a match or a check"
+        return check_os_sample(row)
 
     def setup(self) -> None:
         super().setup()

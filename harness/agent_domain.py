@@ -45,9 +45,11 @@ class AgentParams:
 class AgentDomain(Domain):
     """Subclasses set ``Params`` (a dataclass subclassing ``AgentParams``), ``required`` (the keys every
     sample must have) and ``split_key`` (what seeds the split, with the data file's name), and implement
-    ``run``; optionally ``check_sample``, ``prefill`` and ``stop``."""
+    ``run``; optionally ``check_sample`` (every field's type, checked at load), ``unique``, ``sample_id``,
+    ``prefill`` and ``stop``."""
 
     required: ClassVar[tuple[str, ...]] = ()
+    unique: ClassVar[str | None] = None  # a field no two samples may share
     split_key: ClassVar[str | None] = None  # default: the registered name
     prefill: ClassVar[str] = ""  # the engine agent's assistant-turn prefill
     stop: ClassVar[Sequence[str] | None] = None  # the engine agent's stop strings
@@ -84,8 +86,13 @@ class AgentDomain(Domain):
     def samples(self) -> list[dict]:
         """The dataset's samples (validated, cut to ``limit``), loaded once."""
         if self._samples is None:
-            self._samples = load_samples(self.data_path, self.params.limit, self.required, self.check_sample)
+            self._samples = load_samples(self.data_path, self.params.limit, self.required, self.check_sample,
+                                         self.unique)
         return self._samples
+
+    def sample_id(self, index: int) -> str:
+        """How results (and transcripts: ``cycleqd replay --agent transcript:FILE``) name sample ``index``."""
+        return f"{self.split_key or self.name}/{index}"
 
     def split(self, name: str) -> list[int]:
         """Indices of ``name`` ("opt", "test" or "all"): the seeded even split every domain uses."""

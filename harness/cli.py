@@ -31,6 +31,8 @@ from harness.registry import (
     load_ref,
 )
 from harness.runner.runner import RESULTS, resume_run, run_from_config
+from harness.transcript import PREFIX as TRANSCRIPT
+from harness.transcript import transcript_agent
 
 
 def _cmd_run(a) -> int:
@@ -129,8 +131,19 @@ def _cmd_leaderboard(a) -> int:
     return 0
 
 
+def _replay_agent(dom, spec: str):
+    """``gold`` and the domain's other scripted agents, or ``transcript:FILE`` (recorded replies)."""
+    if spec.startswith(TRANSCRIPT):
+        if not hasattr(dom, "sample_id"):
+            raise HarnessError(f"domain {dom.name!r} does not name its samples: it cannot replay a transcript")
+        return transcript_agent(spec[len(TRANSCRIPT):], [dom.sample_id(i) for i in range(len(dom.samples()))])
+    return dom.scripted_agent(spec)
+
+
 def _cmd_replay(a) -> int:
-    """Run a dataset through the real protocol, envs and judge with a scripted agent."""
+    """Run a dataset through the real protocol, envs and judge with a scripted agent or a transcript.
+    Exit status: 0 when every sample was judged, 3 when any ended in a harness error (the sandbox or the
+    server failed: no verdict), 2 for bad input."""
     params = {"data": str(Path(a.data).resolve())} if a.data else {}
     if a.backend:
         params["backend"] = a.backend
@@ -141,27 +154,38 @@ def _cmd_replay(a) -> int:
     dom = build_domain(a.domain, task=a.domain, ctx=DomainContext(None, a.seed, data_root), params=params)
     try:
         dom.setup()
-        res = dom.run(dom.scripted_agent(a.agent), None, progress=sys.stderr.isatty())
+        res = dom.run(_replay_agent(dom, a.agent), None, progress=sys.stderr.isatty() and not a.json)
         counts = Counter(s.status.value for s in res.samples)
         harness = res.harness_failures
         n = len(res.samples)
-        print(f"{a.domain} replay, agent={a.agent}: quality {res.quality:.4f} over {n} samples")
-        print(f"solved {counts.get('solved', 0)}/{n} ({counts.get('solved', 0) / max(n, 1):.1%}); "
-              f"excluding {harness} harness-side failures: {counts.get('solved', 0)}/{n - harness} "
-              f"({counts.get('solved', 0) / max(n - harness, 1):.1%})")
-        print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-        if any("plus" in s.detail for s in res.samples):  # MBPP+: the second column
-            plus = sum(s.detail.get("plus") is True for s in res.samples)
-            print(f"plus: {plus}/{n} ({plus / max(n, 1):.1%})")
+        solved = counts.get("solved", 0)
+        plus = sum(s.detail.get("plus") is True for s in res.samples) if any("plus" in s.detail for s in res.samples) \
+            else None  # MBPP+: the second column
+        if a.json:
+            print(json.dumps({"domain": a.domain, "agent": a.agent, "quality": res.quality, "solved": solved,
+                              "total": n, "harness_failures": harness, "statuses": dict(sorted(counts.items())),
+                              **({"plus": plus} if plus is not None else {})}))
+        else:
+            print(f"{a.domain} replay, agent={a.agent}: quality {res.quality:.4f} over {n} samples")
+            print(f"solved {solved}/{n} ({solved / max(n, 1):.1%}); excluding {harness} harness-side failures: "
+                  f"{solved}/{n - harness} ({solved / max(n - harness, 1):.1%})")
+            print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            if plus is not None:
+                print(f"plus: {plus}/{n} ({plus / max(n, 1):.1%})")
         if a.show_failures:
             for s in res.samples:
                 if s.score < 1:
-                    print(f"  {s.sample_id}: {s.status.value}: " + json.dumps(s.detail, ensure_ascii=False)[:300])
-        if a.agent == "gold" and hasattr(dom, "reference_query_rate"):
+                    print(f"  {s.sample_id}: {s.status.value}: " + json.dumps(s.detail, ensure_ascii=False)[:300],
+                          file=sys.stderr if a.json else sys.stdout)
+        if a.agent == "gold" and hasattr(dom, "reference_query_rate") and not a.json:
             hit, total = dom.reference_query_rate()
             print(f"information: questions whose sql.query reproduces the label: {hit}/{total}")
     finally:
         dom.close()
+    if harness:
+        print(f"cycleqd: {harness} of {n} samples ended in a harness error (no verdict): see --show-failures",
+              file=sys.stderr)
+        return 3
     return 0
 
 
@@ -212,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--param", action="append", default=[], help="e.g. density=0.2, weights=0.5,0.5")
     m.add_argument("models", nargs="+")
     m.set_defaults(fn=_cmd_merge)
-    rp = sub.add_parser("replay", help="run a dataset through a domain's protocol, env and judge with a scripted agent")
+    rp = sub.add_parser("replay", help="run a dataset through a domain's protocol, env and judge with a scripted agent "
+                                       "or recorded replies; exit 3 when any sample ends in a harness error")
     rp.add_argument("domain")
-    rp.add_argument("--agent", default="gold", help="gold | wrong | a domain's named wrong agent")
+    rp.add_argument("--agent", default="gold", help="gold | wrong | a domain's named wrong agent | transcript:FILE "
+                                                    '(JSON lines {"id": SAMPLE_ID, "replies": [REPLY, ...]})')
     rp.add_argument("--data", default=None, help="a dataset file in the domain's format (default: the shared one)")
     rp.add_argument("--backend", default=None,
                     help=f"a registered kind: SQL backends {' | '.join(SQL_BACKENDS.names())} (db); episode shells "
@@ -224,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--param", action="append", default=[], help="extra domain parameter key=value")
     rp.add_argument("--show-failures", action="store_true")
+    rp.add_argument("--json", action="store_true", help="print one JSON object (solved, total, statuses, ...)")
     rp.set_defaults(fn=_cmd_replay)
     def leaderboard_args(parser, name=None):
         if name is None:

@@ -111,8 +111,8 @@ class ScriptedAgent(Agent):
         return [self.policy(r.sample, r.turn, r.messages) for r in requests]
 
 
-def load_jsonl(path) -> list[dict[str, Any]]:
-    """JSON lines with a one-line error naming the file and line."""
+def _jsonl_rows(path) -> list[tuple[int, Any]]:
+    """(line number, value) of every non-blank line, with a one-line error naming the file and line."""
     p = Path(path)
     if not p.is_file():
         raise HarnessError(f"data file {p} does not exist")
@@ -122,22 +122,38 @@ def load_jsonl(path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
+                out.append((i, json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise HarnessError(f"{p}:{i}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})") from None
     return out
 
 
-def load_samples(path, limit: int | None, required: Sequence[str] = (), check=None) -> list[dict[str, Any]]:
-    """A dataset file in the shared format, validated line by line (one-line errors naming file:line),
-    cut to its first ``limit`` samples. ``check(row)`` returns an error text for a bad row, or None."""
-    rows = load_jsonl(path)
-    for i, r in enumerate(rows):
+def load_jsonl(path) -> list[dict[str, Any]]:
+    """JSON lines with a one-line error naming the file and line."""
+    return [row for _, row in _jsonl_rows(path)]
+
+
+def load_samples(path, limit: int | None, required: Sequence[str] = (), check=None,
+                 unique: str | None = None) -> list[dict[str, Any]]:
+    """A dataset file in the shared format, validated line by line (one-line errors naming file:line and
+    the field), cut to its first ``limit`` samples. ``check(row)`` returns an error text for a bad row, or
+    None; ``unique``: a field no two rows may share (what the domain names its samples by)."""
+    rows = _jsonl_rows(path)
+    seen: dict[Any, int] = {}
+    for line, r in rows:
+        if not isinstance(r, dict):
+            raise HarnessError(f"{path}:{line}: a sample is a JSON object, not a {type(r).__name__}")
         missing = [k for k in required if k not in r]
         why = f"sample lacks {missing[0]!r}" if missing else (check(r) if check else None)
         if why:
-            raise HarnessError(f"{path}:{i + 1}: {why}")
-    return rows[:limit] if limit else rows
+            raise HarnessError(f"{path}:{line}: {why}")
+        if unique is not None:
+            key = json.dumps(r.get(unique), sort_keys=True)
+            if key in seen:
+                raise HarnessError(f"{path}:{line}: {unique} {key[:60]} repeats line {seen[key]}")
+            seen[key] = line
+    out = [r for _, r in rows]
+    return out[:limit] if limit else out
 
 
 def split_of(n: int, seed: int, name: str, split: str) -> list[int]:
