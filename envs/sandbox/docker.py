@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import secrets
 import select
 import shutil
@@ -180,6 +181,17 @@ def _kill_all_but(container, keep: Sequence[int], sh: str = "sh", env: Mapping[s
         pass
 
 
+_INIT: list[list[str]] = []
+
+
+def _init_bind() -> list[str]:
+    """The engine's docker-init, bound read-only where the engine binds it (a local engine; none else)."""
+    if not _INIT:
+        found = shutil.which(client().info().get("InitBinary") or "docker-init")
+        _INIT.append([f"{os.path.realpath(found)}:/sbin/docker-init:ro"] if found else [])
+    return _INIT[0]
+
+
 class DockerShell(InteractiveShell):
     """An OS-task episode in a container, with the same shell protocol as RootfsShell.
 
@@ -277,7 +289,9 @@ class DockerShell(InteractiveShell):
         c = None
         try:
             image = self._commit(self.container)
-            c = _container(image, self.limits, command=list(argv), detach_run=False, init=False,
+            # in a shared PID namespace the engine runs no init of its own, and so binds no docker-init
+            # into /usr/sbin as it did in the episode: bound here, ``du /usr`` counts the same (os/42)
+            c = _container(image, self.limits, command=list(argv), detach_run=False, volumes=_init_bind(),
                            pid_mode=f"container:{self.container.id}", working_dir="/",
                            environment={"HOME": "/root", "LANG": "C.UTF-8", "PATH": judge_root.EPISODE_PATH})
             c.start()
