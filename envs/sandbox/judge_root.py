@@ -92,9 +92,39 @@ def present_commands(root: Path, rel: str) -> set[str]:
     return set(os.listdir(path)) if parent_ok else set()
 
 
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+
+
+def make_dev(path: Path) -> Path:
+    """A minimal /dev made here, without a process per node (the episode's own /dev binds the host's nodes
+    one by one: a dozen ``mount`` processes the judge need not wait for)."""
+    path.mkdir(mode=0o755)
+    for name, (major, minor) in DEVICES.items():
+        os.mknod(path / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path / name, 0o666)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        (path / name).symlink_to(target)
+    for name in ("shm", "pts"):
+        (path / name).mkdir()
+    (path / "shm").chmod(0o1777)
+    return path
+
+
+def seed_upper(upper: Path, rootfs: Path) -> None:
+    """Before the judge's overlay is mounted: its (empty) upper layer gets a link per pristine library
+    directory, ``usr/lib -> /.judge/usr/lib``..., which hides whatever the agent's layer has there.
+    Removing those trees through the mounted view would write a whiteout per file (seconds)."""
+    for rel in PRISTINE_DIRS:
+        if (rootfs / rel).is_dir() and not (rootfs / rel).is_symlink():
+            (upper / rel).parent.mkdir(parents=True, exist_ok=True)
+            (upper / rel).symlink_to(f"/{JUDGE_DIR}/{rel}")
+
+
 def prepare(root: Path, rootfs: Path) -> list[tuple[Path, Path]]:
     """Make the mounted view ``root`` (the agent's final filesystem over a throw-away upper layer) a judge
-    root; returns the read-only binds still to make, (source in the rootfs, target in ``root``).
+    root (``seed_upper`` first); returns the read-only binds still to make, (source in the rootfs, target
+    in ``root``): the pristine /usr at ``/.judge/usr``, where the library directories' links point.
     Call only when no process of the agent is left (nothing may change the tree meanwhile)."""
     binds: list[tuple[Path, Path]] = []
     for name, target in top_links(rootfs).items():
@@ -104,9 +134,6 @@ def prepare(root: Path, rootfs: Path) -> list[tuple[Path, Path]]:
             p.symlink_to(target)
     for d in ("proc", "dev"):
         real_dir(root, d)
-    for rel in PRISTINE_DIRS:
-        if (rootfs / rel).is_dir() and not (rootfs / rel).is_symlink():
-            binds.append((rootfs / rel, real_dir(root, rel)))
     for rel in pristine_etc(rootfs):
         real_dir(root, str(Path(rel).parent))
         _remove(root / rel)

@@ -174,12 +174,14 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
                 pass
 
     # -- the judge ----------------------------------------------------------------------------------
-    def _overlay(self, name: str, lower: str) -> Path:
+    def _overlay(self, name: str, lower: str, seed=None) -> Path:
         """A throw-away overlay over ``lower`` at ``self.dir/name/root`` (on the episode's tmpfs, so it
-        goes with it)."""
+        goes with it); ``seed(upper)`` fills its upper layer first."""
         d = self.dir / name
         for sub in ("upper", "work", "root"):
             (d / sub).mkdir(parents=True)
+        if seed is not None:
+            seed(d / "upper")
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                         f"lowerdir={lower},upperdir={d}/upper,workdir={d}/work", str(d / "root")],
                        check=True, capture_output=True, env=SETUP_ENV)
@@ -195,10 +197,11 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
         name = f"view-{secrets.token_hex(4)}"
         try:
             root = self._overlay(name, f"{self.dir}/upper:{self.rootfs}")
-        except subprocess.CalledProcessError as exc:
-            return None, f"os sandbox: the isolated view did not mount: {exc.stderr!r}", ExecStatus.ENV_ERROR
+            dev = judge_root.make_dev(self.dir / name / "dev")
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return None, f"os sandbox: the isolated view did not mount: {exc}", ExecStatus.ENV_ERROR
         try:
-            script = (f"sh -ec {shlex.quote(_system_mounts(root))} || {{ echo '{SETUP_FAILED}' >&2; exit 199; }}\n"
+            script = (f"sh -ec {shlex.quote(_system_mounts(root, dev))} || {{ echo '{SETUP_FAILED}' >&2; exit 199; }}\n"
                       f"exec {self._enter_root(root)} {shlex.join(argv)}")
             return self._run_process(["nsenter", "-t", str(self.ns_pid), "-p", "-i", "-u", "-n", "--",
                                       "unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
@@ -219,12 +222,14 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
         if self.cg.pids():
             raise HarnessError("os sandbox: processes of the episode outlived it")
         try:
-            self.judge_root = root = self._overlay("judge", f"{self.dir}/upper:{self.rootfs}")
+            self.judge_root = root = self._overlay("judge", f"{self.dir}/upper:{self.rootfs}",
+                                                   seed=lambda up: judge_root.seed_upper(up, self.rootfs))
             binds = judge_root.prepare(root, self.rootfs)
+            dev = judge_root.make_dev(self.dir / "judge" / "dev")
         except (OSError, subprocess.CalledProcessError) as exc:
             raise HarnessError(f"os sandbox: the judge's root could not be made: {exc}") from None
         lines = [f"mount --bind {src} {dst}\nmount -o remount,bind,ro {dst}" for src, dst in binds]
-        setup = "\n".join(["set -e", *lines, _system_mounts(root), "hostname sandbox 2>/dev/null || true",
+        setup = "\n".join(["set -e", *lines, _system_mounts(root, dev), "hostname sandbox 2>/dev/null || true",
                            "exec sleep infinity"])
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "--kill-child", "--propagation",
@@ -312,14 +317,17 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _system_mounts(root: Path) -> str:
+def _system_mounts(root: Path, dev: Path | None = None) -> str:
     """Shell lines that mount /proc in ``root`` (its sys read-only: the host's kernel settings; the
-    sysrq trigger too where the kernel has one) and a minimal /dev."""
+    sysrq trigger too where the kernel has one) and a minimal /dev (``dev``: one made already)."""
     devs = " ".join(DEVICES)
-    return f"""mount -t proc proc {root}/proc
+    proc = f"""mount -t proc proc {root}/proc
 mount --bind {root}/proc/sys {root}/proc/sys
 mount -o remount,bind,ro {root}/proc/sys
-if [ -e {root}/proc/sysrq-trigger ]; then mount --bind /dev/null {root}/proc/sysrq-trigger; fi
+if [ -e {root}/proc/sysrq-trigger ]; then mount --bind /dev/null {root}/proc/sysrq-trigger; fi"""
+    if dev is not None:
+        return f"{proc}\nmount --bind {dev} {root}/dev"
+    return proc + f"""
 mount -t tmpfs -o size=1m,mode=755 tmpfs {root}/dev
 for d in {devs}; do touch {root}/dev/$d; mount --bind /dev/$d {root}/dev/$d; done
 ln -s /proc/self/fd {root}/dev/fd; ln -s /proc/self/fd/0 {root}/dev/stdin
