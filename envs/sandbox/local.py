@@ -12,7 +12,8 @@ The limits are applied from outside and cannot be lifted from inside: the harnes
 cgroup and sets the rlimits as root, then drops to uid 65534 *before* starting bubblewrap, so the
 sandboxed uid is the host's 65534 too (bubblewrap started as root maps it to the host's root, whose uid
 owns every cgroup and /proc/sys file: a completion could then write ``max`` to its own ``pids.max`` or
-change host sysctls). ``--disable-userns`` forbids new user namespaces inside (in one, a process gets
+change host sysctls). Where unprivileged user namespaces are off, bubblewrap is started as root, as
+before, and the next lines are what keeps the limits. ``--disable-userns`` forbids new user namespaces inside (in one, a process gets
 every capability back over new mount and cgroup namespaces and can mount the cgroup hierarchies); there
 is no /sys (no cgroupfs) and /proc is read-only (/proc/sys included).
 """
@@ -173,6 +174,7 @@ class LocalSandbox(CodeSandbox):
         super().__init__(limits)
         self.bwrap = shutil.which("bwrap")
         self.no_userns = _supports(self.bwrap, "--disable-userns")
+        self.as_nobody = bool(_bwrap_mode()[0])
         # the same interpreter version as the harness, standard library only
         self.python = os.path.join(os.path.realpath(sys.base_prefix), "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
 
@@ -189,17 +191,13 @@ class LocalSandbox(CodeSandbox):
         missing = [str(p) for p in need if not p.is_dir()]
         if missing:
             return False, f"cgroup controllers missing: {missing}"
-        bwrap = shutil.which("bwrap")
-        userns = ["--disable-userns"] if _supports(bwrap, "--disable-userns") else []
-        out = subprocess.run([bwrap, "--unshare-all", "--unshare-user", *userns, "--uid", "65534",
-                              "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
-                              "/lib", "--symlink", "usr/lib64", "/lib64", "/bin/true"], capture_output=True, text=True,
-                             preexec_fn=_drop_to_sandbox_uid)
-        if out.returncode != 0:
-            return False, (f"bubblewrap cannot create namespaces as uid {SANDBOX_UID} here "
-                           f"(unprivileged user namespaces off?): {out.stderr.strip()[:200]}")
-        how = "new user namespaces disabled" if userns else "bubblewrap < 0.8: new user namespaces allowed"
-        return True, f"bubblewrap as uid {SANDBOX_UID}, {how} + cgroup {'v2' if v2 else 'v1'} (pids, memory)"
+        as_nobody, err = _bwrap_mode()
+        if as_nobody is None:
+            return False, f"bubblewrap cannot create namespaces here: {err}"
+        who = f"as uid {SANDBOX_UID}" if as_nobody else f"as root (uid {SANDBOX_UID} cannot: {err})"
+        how = ("new user namespaces disabled" if _supports(shutil.which("bwrap"), "--disable-userns")
+               else "bubblewrap < 0.8: new user namespaces allowed")
+        return True, f"bubblewrap {who}, {how} + cgroup {'v2' if v2 else 'v1'} (pids, memory)"
 
     # -- one run --------------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, files: Mapping[str, bytes | str] | None = None,
@@ -233,7 +231,8 @@ class LocalSandbox(CodeSandbox):
             proc = subprocess.Popen(
                 self._bwrap_args(base, prefixes) + list(argv),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=self._preexec(cg, lim, base, prefixes),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=self._preexec(cg, lim, base, prefixes, self.as_nobody),
                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
                      "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **(env or {})},
                 start_new_session=True)
@@ -265,7 +264,7 @@ class LocalSandbox(CodeSandbox):
         return args + ["--remount-ro", "/proc", "--remount-ro", "/"]
 
     @staticmethod
-    def _preexec(cg: Cgroup, lim: Limits, base: Path, prefixes: Sequence[str]):
+    def _preexec(cg: Cgroup, lim: Limits, base: Path, prefixes: Sequence[str], as_nobody: bool = True):
         def fn():
             cg.join_self()
             _bind_privately(prefixes, base)
@@ -274,7 +273,8 @@ class LocalSandbox(CodeSandbox):
             resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes,) * 2)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile,) * 2)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            _drop_to_sandbox_uid()
+            if as_nobody:
+                _drop_to_sandbox_uid()
 
         return fn
 
@@ -302,6 +302,29 @@ def _drop_to_sandbox_uid() -> None:
     os.setgroups([])
     os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
     os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+
+_MODE: list[tuple[bool | None, str]] = []
+
+
+def _bwrap_mode() -> tuple[bool | None, str]:
+    """(True, ""): bubblewrap works started as uid 65534 (unprivileged user namespaces allowed); (False,
+    why): only as root (its sandbox uid is then the host's root, without capabilities, user namespaces,
+    /sys or a writable /proc); (None, why): not at all. Probed once per process."""
+    if not _MODE:
+        bwrap = shutil.which("bwrap")
+        argv = [bwrap, "--unshare-all", "--unshare-user", *(["--disable-userns"] if _supports(bwrap, "--disable-userns")
+                                                              else []),
+                "--uid", "65534", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
+                "/lib", "--symlink", "usr/lib64", "/lib64", "/bin/true"]
+        nobody = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_drop_to_sandbox_uid)
+        if nobody.returncode == 0:
+            _MODE.append((True, ""))
+        else:
+            why = nobody.stderr.strip()[:200]
+            root = subprocess.run(argv, capture_output=True, text=True)
+            _MODE.append((False, why) if root.returncode == 0 else (None, root.stderr.strip()[:200]))
+    return _MODE[0]
 
 
 _SUPPORTS: dict[tuple[str, str], bool] = {}
