@@ -158,11 +158,11 @@ def shadow_bin(rootfs: Path, bin_dir: Path, present: dict[str, set[str]]) -> Non
                 (bin_dir / name).symlink_to(f"/{JUDGE_DIR}/{rel}/{name}")
 
 
-def docker_binds(rootfs: Path, bin_dir: Path, deleted: set[str]) -> list[str]:
+def docker_binds(rootfs: Path, bin_dir: Path) -> list[str]:
     """The same judge for a container made from the agent's final files, as the engine's read-only binds
     (``host:container:ro``) of the pristine parts (the engine resolves a target the agent made a link
-    inside the container, never on the host). ``deleted``: the paths the agent removed (the engine's
-    diff), whose commands stay removed."""
+    inside the container, never on the host); ``bin_dir``: the judge's /.judge/bin, filled already
+    (``shadow_bin``) without the commands the agent removed."""
     binds = [(rootfs / "usr", f"/{JUDGE_DIR}/usr")]
     binds += [(rootfs / rel, f"/{rel}") for rel in PRISTINE_DIRS
               if (rootfs / rel).is_dir() and not (rootfs / rel).is_symlink()]
@@ -176,7 +176,5 @@ def docker_binds(rootfs: Path, bin_dir: Path, deleted: set[str]) -> list[str]:
             binds.append((src, f"/{rel}"))
         elif rel == "etc/ld.so.preload":
             binds.append((Path("/dev/null"), f"/{rel}"))  # absent in the rootfs: empty, nothing preloaded
-    shadow_bin(rootfs, bin_dir, {rel: {n for n in os.listdir(rootfs / rel) if f"/{rel}/{n}" not in deleted}
-                                 for rel in COMMAND_DIRS})
     binds.append((bin_dir, f"/{JUDGE_DIR}/bin"))
     return [f"{src}:{dst}:ro" for src, dst in binds]

@@ -229,3 +229,14 @@ def test_a_local_episode_leaves_no_mount_or_cgroup(rootfs):
     sh.close()
     assert d not in Path("/proc/self/mountinfo").read_text()
     assert not any(os.path.exists(p) for p in cgs)
+
+
+def test_commands_the_agent_removed_stay_removed_and_its_own_are_found(shell):
+    """The pristine commands come first on the judge's PATH, but only those the agent's system still has
+    (os/55 asks to reinstall a removed sudo); a command the task asked for is found after them."""
+    shell.run("rm /usr/bin/sudo /usr/sbin/useradd; printf '#!/bin/sh\\necho mine\\n' > /usr/local/bin/calc; "
+              "chmod +x /usr/local/bin/calc")
+    shell.seal()
+    assert shell.exec(["bash", "-c", "command -v sudo"])[0] == 1
+    assert shell.exec(["bash", "-c", "command -v useradd"])[0] == 1
+    assert shell.exec(["bash", "-c", "command -v ls; calc"])[1] == "/.judge/bin/ls\nmine\n"
