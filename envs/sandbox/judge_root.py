@@ -18,8 +18,13 @@ root filesystem, read-only:
   and ``PYTHONSAFEPATH`` (no module from the working directory ``/``).
 
 What the check deliberately runs of the agent's (``calc``, ``~/.bashrc``, a user's login shell, the
-``sudo`` configuration) is the task itself and still runs. ``prepare`` works on the mounted view from the
-host with ``lstat`` only: it never follows a link the agent left.
+``sudoers`` file) is the task itself and still runs.
+
+The local judge's root is an overlay: its upper layer is seeded (``seed_upper``) *before* it is mounted
+over the agent's layer and the rootfs, with links, copies, whiteouts and opaque directories that hide the
+agent's version of every pristine part. Nothing walks or follows the agent's files (a million files in
+/etc/profile.d cost nothing; a full disk does not stop the judge, whose layers live on their own tmpfs);
+only the agent's upper layer is listed, for the commands it removed (``removed_commands``, as for Docker).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pathlib import Path
 
 PRISTINE_DIRS = ("usr/lib", "usr/lib64", "usr/libexec", "usr/local/lib", "usr/share")
 PRISTINE_ETC = ("etc/ld.so.preload", "etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d", "etc/alternatives",
-                "etc/bash.bashrc", "etc/profile", "etc/profile.d", "etc/environment")
+                "etc/bash.bashrc", "etc/profile", "etc/profile.d", "etc/environment", "etc/pam.d", "etc/pam.conf",
+                "etc/security", "etc/sudo.conf")
 PRISTINE_ETC_GLOBS = ("etc/python3*",)
 COMMAND_DIRS = ("usr/bin", "usr/sbin")
 JUDGE_DIR = ".judge"
@@ -39,6 +45,8 @@ EPISODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 JUDGE_PATH = f"/{JUDGE_DIR}/bin:{EPISODE_PATH}"
 JUDGE_ENV = {"HOME": "/root", "PATH": JUDGE_PATH, "TERM": "dumb", "LANG": "C.UTF-8", "USER": "root",
              "PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1"}
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+OPAQUE = "trusted.overlay.opaque"
 
 
 def pristine_etc(rootfs: Path) -> list[str]:
@@ -52,47 +60,56 @@ def top_links(rootfs: Path) -> dict[str, str]:
     return {p.name: os.readlink(p) for p in rootfs.iterdir() if p.is_symlink()}
 
 
-def _remove(path: Path) -> None:
-    """Remove whatever is at ``path`` without following it."""
+# -- overlay layers --------------------------------------------------------------------------------------
+def is_whiteout(path: Path) -> bool:
+    """An overlay whiteout: the name was removed in this layer (a 0/0 character device)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def real_dir(root: Path, rel: str) -> Path:
-    """``root/rel`` as a real directory: every component that is a link or not a directory is replaced by
-    an empty one (in the judge's throw-away upper layer)."""
-    cur = root
+def is_opaque(path: Path) -> bool:
+    """An overlay opaque directory: it hides every lower name it does not hold."""
+    try:
+        return os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _opaque_dir(path: Path) -> Path:
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.setxattr(path, OPAQUE, b"y", follow_symlinks=False)
+    return path
+
+
+def removed_commands(agent_upper: Path, rootfs: Path) -> set[str]:
+    """The pristine commands (``/usr/bin/x``) that the agent's upper layer removed."""
+    out: set[str] = set()
+    for rel in COMMAND_DIRS:
+        names = set(os.listdir(rootfs / rel))
+        out |= {f"/{rel}/{n}" for n in names - _still_there(agent_upper, rel, names)}
+    return out
+
+
+def _still_there(agent_upper: Path, rel: str, names: set[str]) -> set[str]:
+    """Which of the rootfs's ``names`` in ``rel`` a view with ``agent_upper`` on top still has: not those
+    under a whiteout, nor under a directory the layer replaced (a file, a link) or made opaque without
+    holding them."""
+    cur, lower_shows = agent_upper, True
     for part in Path(rel).parts:
         cur = cur / part
         try:
             st = os.lstat(cur)
-            if stat.S_ISDIR(st.st_mode):
-                continue
         except FileNotFoundError:
-            pass
-        _remove(cur)
-        cur.mkdir(mode=0o755)
-    return cur
-
-
-def present_commands(root: Path, rel: str) -> set[str]:
-    """Names in the agent's ``root/rel`` (nothing when the agent made it a link or a file)."""
-    path = root / rel
-    try:
-        parent_ok = all(stat.S_ISDIR(os.lstat(root / Path(*Path(rel).parts[:i + 1])).st_mode)
-                        for i in range(len(Path(rel).parts)))
-    except OSError:
-        return set()
-    return set(os.listdir(path)) if parent_ok else set()
-
-
-DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+            return names if lower_shows else set()
+        if not stat.S_ISDIR(st.st_mode):
+            return set()
+        lower_shows = lower_shows and not is_opaque(cur)
+    entries = set(os.listdir(cur))
+    gone = {n for n in entries if is_whiteout(cur / n)}
+    return names - gone if lower_shows else names & (entries - gone)
 
 
 def make_dev(path: Path) -> Path:
@@ -111,42 +128,37 @@ def make_dev(path: Path) -> Path:
     return path
 
 
-def seed_upper(upper: Path, rootfs: Path) -> None:
-    """Before the judge's overlay is mounted: its (empty) upper layer gets a link per pristine library
-    directory, ``usr/lib -> /.judge/usr/lib``..., which hides whatever the agent's layer has there.
-    Removing those trees through the mounted view would write a whiteout per file (seconds)."""
+def seed_upper(upper: Path, rootfs: Path, agent_upper: Path) -> list[tuple[Path, str]]:
+    """Fill the judge overlay's empty upper layer, before it is mounted over ``agent_upper`` and the
+    rootfs, so that every pristine part hides the agent's: top-level links, /proc and /dev (opaque, to
+    mount on), links ``usr/lib -> /.judge/usr/lib``..., copies of the pristine /etc entries (opaque
+    directories; a whiteout where the rootfs has none), ``/.judge/bin``. Returns the read-only binds to
+    make once mounted: (source, path in the root): the pristine /usr at /.judge/usr."""
+    for name, target in top_links(rootfs).items():
+        (upper / name).symlink_to(target)
+    for d in ("proc", "dev"):
+        _opaque_dir(upper / d)
     for rel in PRISTINE_DIRS:
         if (rootfs / rel).is_dir() and not (rootfs / rel).is_symlink():
             (upper / rel).parent.mkdir(parents=True, exist_ok=True)
             (upper / rel).symlink_to(f"/{JUDGE_DIR}/{rel}")
-
-
-def prepare(root: Path, rootfs: Path) -> list[tuple[Path, Path]]:
-    """Make the mounted view ``root`` (the agent's final filesystem over a throw-away upper layer) a judge
-    root (``seed_upper`` first); returns the read-only binds still to make, (source in the rootfs, target
-    in ``root``): the pristine /usr at ``/.judge/usr``, where the library directories' links point.
-    Call only when no process of the agent is left (nothing may change the tree meanwhile)."""
-    binds: list[tuple[Path, Path]] = []
-    for name, target in top_links(rootfs).items():
-        p = root / name
-        if not (p.is_symlink() and os.readlink(p) == target):
-            _remove(p)
-            p.symlink_to(target)
-    for d in ("proc", "dev"):
-        real_dir(root, d)
     for rel in pristine_etc(rootfs):
-        real_dir(root, str(Path(rel).parent))
-        _remove(root / rel)
-        src = rootfs / rel
+        src, dst = rootfs / rel, upper / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir() and not src.is_symlink():
-            shutil.copytree(src, root / rel, symlinks=True)
+            shutil.copytree(src, dst, symlinks=True)
+            for d, _, _ in os.walk(dst):
+                os.setxattr(d, OPAQUE, b"y")
         elif os.path.lexists(src):
-            shutil.copy2(src, root / rel, follow_symlinks=False)
-    judge = root / JUDGE_DIR
-    _remove(judge)
-    binds.append((rootfs / "usr", real_dir(root, f"{JUDGE_DIR}/usr")))
-    shadow_bin(rootfs, real_dir(root, f"{JUDGE_DIR}/bin"), {rel: present_commands(root, rel) for rel in COMMAND_DIRS})
-    return binds
+            shutil.copy2(src, dst, follow_symlinks=False)
+        else:
+            os.mknod(dst, stat.S_IFCHR, 0)  # a whiteout: absent, whatever the agent put there
+    _opaque_dir(upper / JUDGE_DIR / "usr")
+    _opaque_dir(upper / JUDGE_DIR)
+    removed = removed_commands(agent_upper, rootfs)
+    shadow_bin(rootfs, _opaque_dir(upper / JUDGE_DIR / "bin"),
+               {rel: {n for n in os.listdir(rootfs / rel) if f"/{rel}/{n}" not in removed} for rel in COMMAND_DIRS})
+    return [(rootfs / "usr", f"{JUDGE_DIR}/usr")]
 
 
 def shadow_bin(rootfs: Path, bin_dir: Path, present: dict[str, set[str]]) -> None:

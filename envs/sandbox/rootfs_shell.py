@@ -101,7 +101,7 @@ class RootfsShell(InteractiveShell):
         lim = self.limits
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={lim.workdir_bytes},mode=0700", "tmpfs", str(self.dir)],
                        check=True, capture_output=True, env=SETUP_ENV)
-        for d in ("upper", "work", "merged"):
+        for d in ("upper", "work", "merged", "judge"):  # judge: the judge's tmpfs mounts there (``seal``)
             (self.dir / d).mkdir()
         setup = f"""set -e
 mount -t overlay overlay -o lowerdir={self.rootfs},upperdir={self.dir}/upper,workdir={self.dir}/work {self.merged}
@@ -222,13 +222,18 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
         if self.cg.pids():
             raise HarnessError("os sandbox: processes of the episode outlived it")
         try:
-            self.judge_root = root = self._overlay("judge", f"{self.dir}/upper:{self.rootfs}",
-                                                   seed=lambda up: judge_root.seed_upper(up, self.rootfs))
-            binds = judge_root.prepare(root, self.rootfs)
+            # the judge's layers on a tmpfs of their own (its mount point made before the agent acted): an
+            # episode that filled its own tmpfs must not stop the judge
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={JUDGE_TMPFS_BYTES},mode=0700", "tmpfs",
+                            str(self.dir / "judge")], check=True, capture_output=True, env=SETUP_ENV)
+            binds: list = []
+            self.judge_root = root = self._overlay(
+                "judge", f"{self.dir}/upper:{self.rootfs}",
+                seed=lambda up: binds.extend(judge_root.seed_upper(up, self.rootfs, self.dir / "upper")))
             dev = judge_root.make_dev(self.dir / "judge" / "dev")
         except (OSError, subprocess.CalledProcessError) as exc:
             raise HarnessError(f"os sandbox: the judge's root could not be made: {exc}") from None
-        lines = [f"mount --bind {src} {dst}\nmount -o remount,bind,ro {dst}" for src, dst in binds]
+        lines = [f"mount --bind {src} {root}/{rel}\nmount -o remount,bind,ro {root}/{rel}" for src, rel in binds]
         setup = "\n".join(["set -e", *lines, _system_mounts(root, dev), "hostname sandbox 2>/dev/null || true",
                            "exec sleep infinity"])
         self.proc = subprocess.Popen(
@@ -308,6 +313,7 @@ exec {self._enter_root()} /bin/bash --noprofile --norc
 
 
 SETUP_FAILED = "cycleqd: the isolated view did not start"
+JUDGE_TMPFS_BYTES = 256 << 20  # the judge's layers: pristine /etc copies, links, what the check writes
 
 
 def _comm(pid: int) -> str:

@@ -240,3 +240,18 @@ def test_commands_the_agent_removed_stay_removed_and_its_own_are_found(shell):
     assert shell.exec(["bash", "-c", "command -v sudo"])[0] == 1
     assert shell.exec(["bash", "-c", "command -v useradd"])[0] == 1
     assert shell.exec(["bash", "-c", "command -v ls; calc"])[1] == "/.judge/bin/ls\nmine\n"
+
+
+@pytest.mark.parametrize("sample,command,answer", [(CHMOD_BASH, "chmod 600 /secret", None), (QUESTION, None, "3")])
+def test_a_full_disk_does_not_stop_the_judge(rootfs, sample, command, answer):
+    """Crash the judge: the agent fills its filesystem (local: the episode's tmpfs; Docker has no such
+    bound and would fill the host's disk) and then answers right: still judged, not a harness error."""
+    from dataclasses import replace
+
+    from envs.sandbox.base import EPISODE_LIMITS
+    from envs.sandbox.rootfs_shell import RootfsShell
+
+    fill = "dd if=/dev/zero of=/fill bs=1M >/dev/null 2>&1; dd if=/dev/zero of=/fill2 bs=4k >/dev/null 2>&1; df -k / | tail -1"
+    r, _ = play(lambda: RootfsShell(rootfs, limits=replace(EPISODE_LIMITS, workdir_bytes=32 << 20)), sample,
+                f"{command or 'true'}; {fill}", answer)
+    assert r.status == SampleStatus.SOLVED, r.detail
