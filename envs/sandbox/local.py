@@ -12,10 +12,10 @@ The limits are applied from outside and cannot be lifted from inside: the harnes
 cgroup and sets the rlimits as root, then drops to uid 65534 *before* starting bubblewrap, so the
 sandboxed uid is the host's 65534 too (bubblewrap started as root maps it to the host's root, whose uid
 owns every cgroup and /proc/sys file: a completion could then write ``max`` to its own ``pids.max`` or
-change host sysctls). Where unprivileged user namespaces are off, bubblewrap is started as root, as
-before, and the next lines are what keeps the limits. ``--disable-userns`` forbids new user namespaces inside (in one, a process gets
+change host sysctls). ``--disable-userns`` forbids new user namespaces inside (in one, a process gets
 every capability back over new mount and cgroup namespaces and can mount the cgroup hierarchies); there
-is no /sys (no cgroupfs) and /proc is read-only (/proc/sys included).
+is no /sys (no cgroupfs) and /proc is read-only (/proc/sys included). Where unprivileged user namespaces
+are off, bubblewrap starts as root, as it used to, and these last three keep the limits.
 """
 
 from __future__ import annotations
@@ -265,9 +265,11 @@ class LocalSandbox(CodeSandbox):
 
     @staticmethod
     def _preexec(cg: Cgroup, lim: Limits, base: Path, prefixes: Sequence[str], as_nobody: bool = True):
+        binds = [(p.encode(), str(base / f"py{i}").encode()) for i, p in enumerate(prefixes)]  # made here, not in the child
+
         def fn():
             cg.join_self()
-            _bind_privately(prefixes, base)
+            _bind_privately(binds)
             resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes + (256 << 20),) * 2)
             resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes,) * 2)
@@ -283,17 +285,18 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x1000, 0x4000, 0x40000
 
 
-def _bind_privately(prefixes: Sequence[str], base: Path) -> None:
+def _bind_privately(binds: Sequence[tuple[bytes, bytes]]) -> None:
     """Between fork and exec, as root: in a mount namespace of this process alone (no mount is ever
-    seen on, or left behind on, the host), bind each Python installation to ``base/py<i>``, a path uid
-    65534 can walk (the installation may sit under /root, mode 0700); bubblewrap binds it back."""
-    if not prefixes:
+    seen on, or left behind on, the host), bind each Python installation (source) to ``base/py<i>``
+    (target), a path uid 65534 can walk (the installation may sit under /root, mode 0700); bubblewrap
+    binds it back where it was."""
+    if not binds:
         return
     if _LIBC.unshare(CLONE_NEWNS) != 0 or _LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "sandbox: private mount namespace")
-    for i, p in enumerate(prefixes):
-        if _LIBC.mount(p.encode(), str(base / f"py{i}").encode(), None, MS_BIND | MS_REC, None) != 0:
-            raise OSError(ctypes.get_errno(), f"sandbox: binding {p}")
+    for src, dst in binds:
+        if _LIBC.mount(src, dst, None, MS_BIND | MS_REC, None) != 0:
+            raise OSError(ctypes.get_errno(), f"sandbox: binding {src!r}")
 
 
 def _drop_to_sandbox_uid() -> None:
