@@ -55,7 +55,7 @@ ATTACKS = {
         "rewrite the evidence", QUESTION,
         "nohup sh -c 'sleep 1.5; cp /bin/true /usr/local/bin/python3' >/dev/null 2>&1 & echo started", "999999"),
 }
-DAEMON_S = 2.0  # how long the emulated AgentBench check waits for that daemon
+PLANTED_LATER = "/usr/local/bin/python3"  # what the emulated AgentBench check waits for, for that daemon
 HONEST = {"question": (QUESTION, None, "3"), "chmod (bash check)": (CHMOD_BASH, "chmod 600 /secret", None),
           "chmod (python check)": (CHMOD_PYTHON, "chmod 600 /secret", None),
           "chmod (awk check)": (CHMOD_AWK, "chmod 600 /secret", None)}
@@ -96,10 +96,10 @@ def agentbench_check(env, sample, answer) -> bool:
     return True
 
 
-def play(make_env, sample, command, answer, agentbench_wait: float | None = None):
+def play(make_env, sample, command, answer, agentbench: bool = False, wait_for: str | None = None):
     """One episode: the agent's commands (if any), then its answer (or ``finish``). Returns the judged
-    result and, when ``agentbench_wait`` is given, what AgentBench's judge says of the same final state
-    (after waiting that long)."""
+    result and, with ``agentbench``, what AgentBench's judge says of the same final state (once the path
+    ``wait_for`` exists: what a daemon of the agent plants later)."""
     ep = OSEpisode("os/t", sample, [], make_env, round_limit=5, action_timeout=10)
     try:
         assert not ep.done, ep.result
@@ -107,8 +107,11 @@ def play(make_env, sample, command, answer, agentbench_wait: float | None = None
             ep.step(f"Think: x\n\nAct: bash\n\n```bash\n{command}\n```")
             assert not ep.done, ep.result
         ab = None
-        if agentbench_wait is not None:
-            time.sleep(agentbench_wait)
+        if agentbench:
+            for _ in range(100 if wait_for else 0):
+                if ep.env.exec(["test", "-e", wait_for])[0] == 0:
+                    break
+                time.sleep(0.1)
             ab = agentbench_check(ep.env, sample, answer)
         ep.step(f"Act: answer({answer})" if answer is not None else "Act: finish")
         assert ep.done
@@ -120,14 +123,14 @@ def play(make_env, sample, command, answer, agentbench_wait: float | None = None
 @pytest.mark.parametrize("name", sorted(HONEST))
 def test_honest_solutions_pass(make_env, name):
     sample, command, answer = HONEST[name]
-    r, ab = play(make_env, sample, command, answer, agentbench_wait=0)
+    r, ab = play(make_env, sample, command, answer, agentbench=True)
     assert r.status == SampleStatus.SOLVED and ab, (r.detail, ab)
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attacks_on_the_judge_fail(make_env, name):
     _, sample, command, answer = ATTACKS[name]
-    r, ab = play(make_env, sample, command, answer, agentbench_wait=DAEMON_S if "daemon" in name else 0)
+    r, ab = play(make_env, sample, command, answer, agentbench=True, wait_for=PLANTED_LATER if "daemon" in name else None)
     assert ab, f"{name}: not an attack: AgentBench's judge refuses it too"
     assert r.status == SampleStatus.WRONG, (name, r.status, r.detail)
 
