@@ -67,7 +67,7 @@ SERVER_FLAGS = ("--character-set-server=utf8mb4", "--collation-server=utf8mb4_ge
                 "--max-session-mem-used=512M", "--maximum-max-session-mem-used=512M",
                 "--maximum-max-heap-table-size=64M", "--maximum-tmp-table-size=64M",
                 "--maximum-tmp-memory-table-size=64M")
-MAX_RESULT_BYTES = 64 << 20  # a statement's rows (and the judged table) are never held beyond this
+MAX_RESULT_BYTES = 16 << 20  # a statement's rows (and the judged table) are never held beyond this
 GRACE_S = 2.0  # past max_statement_time, how long a statement may run before its sessions are killed
 ADMIN_LOCK_WAIT_S = 10  # the admin connection never waits longer than this for a lock a sample holds
 _LOST = (2006, 2013, 2014, 2055)  # client errors: the connection is gone (read timeout, server gone)

@@ -58,6 +58,8 @@ class _Zygote:
         finally:
             theirs.close()
         self.sock, self.lock = ours, threading.Lock()
+        self.asked: int | None = None  # the memory size of a child asked for and not yet received
+        self.ready: tuple[int, int, socket.socket] | None = None  # (memory size, pid, socket) received
         ours.settimeout(30)
         try:
             ready = ours.recv(64)
@@ -71,17 +73,40 @@ class _Zygote:
         return self.proc.poll() is None
 
     def fork(self, memory_bytes: int) -> tuple[int, socket.socket]:
+        """A fresh child. The next one is asked for at once, so that it is forked while this one is used
+        and the next call finds it ready."""
         with self.lock:
-            self.sock.send(json.dumps({"op": "fork", "memory": int(memory_bytes)}).encode())
-            msg, fds, _, _ = socket.recv_fds(self.sock, 256, 1, socket.MSG_CMSG_CLOEXEC)
+            self._drain()
+            ready, self.ready = self.ready, None
+            if ready is not None and ready[0] != memory_bytes:
+                ready[2].close()
+                ready = None
+            if ready is None:
+                self._ask(memory_bytes)
+                self._drain()
+                ready, self.ready = self.ready, None
+            self._ask(memory_bytes)
+        return ready[1], ready[2]
+
+    def _ask(self, memory_bytes: int) -> None:
+        self.sock.send(json.dumps({"op": "fork", "memory": int(memory_bytes)}).encode())
+        self.asked = memory_bytes
+
+    def _drain(self) -> None:
+        """Receive the child asked for, if any (the worker answers in order)."""
+        if self.asked is None:
+            return
+        memory_bytes, self.asked = self.asked, None
+        msg, fds, _, _ = socket.recv_fds(self.sock, 256, 1, socket.MSG_CMSG_CLOEXEC)
         if len(fds) != 1:
             raise OSError("the sqlite worker answered a fork without a socket")
-        return int(json.loads(msg)["pid"]), socket.socket(fileno=fds[0])
+        self.ready = (memory_bytes, int(json.loads(msg)["pid"]), socket.socket(fileno=fds[0]))
 
     def end(self, pid: int, kill: bool) -> dict:
         """The child's exit ({"exit": n} or {"signal": name}, "killed" when we did it)."""
         try:
             with self.lock:
+                self._drain()
                 self.sock.send(json.dumps({"op": "kill" if kill else "reap", "pid": pid}).encode())
                 return json.loads(self.sock.recv(4096))
         except (OSError, ValueError):
@@ -168,13 +193,23 @@ class SQLiteDatabase(SQLDatabase):
         self.failure: SQLResult | None = None
         self.zygote, self.pid, self.sock = _fork(memory_bytes)
         rows = [[None if v is None else str(v) for v in r] for r in table.rows]
-        reply = self._call({"table": table.name, "columns": list(table.columns), "rows": rows}, BUILD_S)
-        if reply.status != SQLStatus.OK:
+        # sent now, answered with the first request: the child builds while the harness goes on
+        self.building: str | None = table.name
+        try:
+            sqlite_worker.send_frame(self.sock, {"table": table.name, "columns": list(table.columns), "rows": rows})
+        except OSError as exc:
             self.close()
-            raise SQLBackendError(f"sqlite backend: building table {table.name!r}: {reply.error}")
+            raise SQLBackendError(f"sqlite backend: the worker does not answer: {exc}") from None
+
+    def _built(self) -> None:
+        """The answer to the table's build (the first thing the child says); raises as ``create`` would."""
+        name, self.building = self.building, None
+        reply = self._call(None, BUILD_S)
+        if reply.status != SQLStatus.OK:
+            raise SQLBackendError(f"sqlite backend: building table {name!r}: {reply.error}")
         if reply.error is not None:
             self.close()
-            raise TableBuildError(f"table {table.name!r}: {reply.error}")
+            raise TableBuildError(f"table {name!r}: {reply.error}")
 
     def _fail(self, status: SQLStatus, error: str) -> SQLResult:
         self.failure = SQLResult(error=error, status=status)
@@ -184,13 +219,19 @@ class SQLiteDatabase(SQLDatabase):
             pass
         return self.failure
 
-    def _call(self, request: dict, hard_s: float) -> SQLResult:
-        """One request to the child, bounded by ``hard_s`` of wall time (then the child is killed)."""
+    def _call(self, request: dict | None, hard_s: float) -> SQLResult:
+        """One request to the child (None: only its next answer), bounded by ``hard_s`` of wall time (then
+        the child is killed)."""
         if self.failure is not None:
             return self.failure
+        if self.building is not None and request is not None:
+            self._built()
+            if self.failure is not None:
+                return self.failure
         deadline = time.monotonic() + hard_s
         try:
-            sqlite_worker.send_frame(self.sock, request)
+            if request is not None:
+                sqlite_worker.send_frame(self.sock, request)
             reply = self._recv(deadline)
         except TimeoutError:
             self.zygote.end(self.pid, kill=True)

@@ -34,7 +34,7 @@ import sys
 import time
 import unicodedata
 
-MAX_REPLY_BYTES = 64 << 20  # a reply larger than this is cut (rows) or refused (the judged table)
+MAX_REPLY_BYTES = 16 << 20  # values beyond this are cut (a statement's rows) or refused (the judged table)
 MAX_REQUEST_BYTES = 256 << 20  # the sample's table travels in one request
 MEMORY_EXIT = 3  # the child's exit status when Python ran out of memory
 NOBODY = 65534
@@ -120,10 +120,11 @@ class Database:
         self.deadline = time.monotonic() + timeout_s
         try:
             cur = self.conn.execute(sql)
-            rows = cur.fetchmany(max_rows) if cur.description else []
+            rows = encode_rows(cur, max_rows)[0] if cur.description else []
+            cur.close()
             if self.conn.in_transaction:
                 self.conn.execute("COMMIT")
-            return {"rows": encode_rows(rows, cut=True)}
+            return {"rows": rows}
         except sqlite3.Warning as exc:  # e.g. "You can only execute one statement at a time."
             return {"error": str(exc)}
         except sqlite3.Error as exc:
@@ -144,25 +145,27 @@ class Database:
             if kinds != ["table"]:
                 what = "a view" if kinds else "gone"
                 return {"error": f"the judged table {table!r} is {what}"}
-            rows = encode_rows(self.conn.execute(select).fetchall(), cut=False)
-            return {"rows": rows} if rows is not None else {"error": "the judged table is too large to judge"}
+            rows, cut = encode_rows(self.conn.execute(select), None)
+            return {"error": f"the judged table holds more than {MAX_REPLY_BYTES} bytes"} if cut else {"rows": rows}
         except sqlite3.Error as exc:
             return {"error": "statement interrupted: time limit exceeded" if "interrupted" in str(exc) else str(exc)}
         finally:
             self.deadline = float("inf")
 
 
-def encode_rows(rows, cut: bool):
-    """Rows as JSON-ready lists (BLOBs as [hex]); past MAX_REPLY_BYTES the rest is cut (``cut``) or the
-    whole answer is refused (None)."""
+def encode_rows(cursor, max_rows: int | None) -> tuple[list, bool]:
+    """At most ``max_rows`` rows and MAX_REPLY_BYTES of values, read one by one (a result never sits whole
+    in memory), as JSON-ready lists (BLOBs as [hex]); and whether more was left."""
     out, size = [], 0
-    for r in rows:
+    for r in cursor:
+        if max_rows is not None and len(out) >= max_rows:
+            return out, True
         row = [[v.hex()] if isinstance(v, bytes) else v for v in r]
         size += sum(len(v) if isinstance(v, str) else 2 * len(v[0]) if isinstance(v, list) else 24 for v in row)
         if size > MAX_REPLY_BYTES:
-            return out if cut else None
+            return out, True
         out.append(row)
-    return out
+    return out, False
 
 
 # -- framing ----------------------------------------------------------------------------------------
