@@ -137,6 +137,16 @@ def _zygote(fresh: bool = False) -> _Zygote:
         return z
 
 
+def _forget_parent_zygote() -> None:
+    """In a forked harness process: the parent's worker is the parent's (this copy of its socket is
+    closed, so the worker still sees the parent go); this process starts its own when it needs one."""
+    for pid in [p for p in _ZYGOTES if p != os.getpid()]:
+        _ZYGOTES.pop(pid).sock.close()
+
+
+os.register_at_fork(after_in_child=_forget_parent_zygote)
+
+
 @atexit.register
 def _close_zygote() -> None:
     z = _ZYGOTES.pop(os.getpid(), None)

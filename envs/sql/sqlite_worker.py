@@ -131,6 +131,8 @@ class Database:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             return {"error": "statement interrupted: time limit exceeded" if "interrupted" in str(exc) else str(exc)}
+        except (ValueError, OverflowError) as exc:  # Python's own refusals, e.g. a NUL in the statement
+            return {"error": str(exc)}
         finally:
             self.deadline = float("inf")
 
