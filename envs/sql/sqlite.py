@@ -42,6 +42,8 @@ WORKER = Path(sqlite_worker.__file__)
 GRACE_S = 1.0  # past the soft deadline, how long a statement may run before its worker is killed
 BUILD_S = 60.0  # building the sample's table (harness data) in the worker
 MEMORY_BYTES = 512 << 20  # a worker's address space
+MAX_USES = 100  # samples a child serves (one after the other, each after a clean end) before it exits
+MAX_IDLE = 128  # children kept between samples
 
 
 class _Zygote:
@@ -60,6 +62,7 @@ class _Zygote:
         self.sock, self.lock = ours, threading.Lock()
         self.asked: int | None = None  # the memory size of a child asked for and not yet received
         self.ready: tuple[int, int, socket.socket] | None = None  # (memory size, pid, socket) received
+        self.idle: list[tuple[int, int, socket.socket, int]] = []  # children between samples, reusable
         ours.settimeout(30)
         try:
             ready = ours.recv(64)
@@ -113,6 +116,8 @@ class _Zygote:
             return {"unknown": True}
 
     def close(self) -> None:
+        for _, _, sock, _ in self.idle:
+            sock.close()
         self.sock.close()  # the worker kills its children and exits on EOF
         try:
             self.proc.wait(5)
@@ -141,7 +146,9 @@ def _forget_parent_zygote() -> None:
     """In a forked harness process: the parent's worker is the parent's (this copy of its socket is
     closed, so the worker still sees the parent go); this process starts its own when it needs one."""
     for pid in [p for p in _ZYGOTES if p != os.getpid()]:
-        _ZYGOTES.pop(pid).sock.close()
+        z = _ZYGOTES.pop(pid)
+        for sock in [z.sock, *(s for _, _, s, _ in z.idle)]:
+            sock.close()
 
 
 os.register_at_fork(after_in_child=_forget_parent_zygote)
@@ -154,11 +161,19 @@ def _close_zygote() -> None:
         z.close()
 
 
-def _fork(memory_bytes: int) -> tuple[_Zygote, int, socket.socket]:
+def _fork(memory_bytes: int, reuse: bool = True) -> tuple[_Zygote, int, socket.socket, int]:
+    """A child for one sample: an idle one that served earlier samples cleanly (``reuse``), else a fresh
+    one; with the number of samples it served before."""
     for fresh in (False, True):  # a worker that died since its last use is replaced once
         z = _zygote(fresh)
+        if reuse:
+            with z.lock:
+                for i, (mem, pid, sock, uses) in enumerate(z.idle):
+                    if mem == memory_bytes:
+                        del z.idle[i]
+                        return z, pid, sock, uses
         try:
-            return (z, *z.fork(memory_bytes))
+            return (z, *z.fork(memory_bytes), 0)
         except (OSError, ValueError, KeyError):
             continue
     raise SQLBackendError("sqlite backend: the worker does not answer")
@@ -201,20 +216,35 @@ class SQLiteDatabase(SQLDatabase):
         table.validate()
         self.dialect, self.timeout_s = dialect, timeout_s
         self.failure: SQLResult | None = None
-        self.zygote, self.pid, self.sock = _fork(memory_bytes)
+        self.memory_bytes, self.closed = memory_bytes, False
+        self.zygote, self.pid, self.sock, self.uses = _fork(memory_bytes)
         rows = [[None if v is None else str(v) for v in r] for r in table.rows]
         # sent now, answered with the first request: the child builds while the harness goes on
         self.building: str | None = table.name
+        self.init = {"table": table.name, "columns": list(table.columns), "rows": rows}
+        self._send_init()
+
+    def _send_init(self) -> None:
         try:
-            sqlite_worker.send_frame(self.sock, {"table": table.name, "columns": list(table.columns), "rows": rows})
+            sqlite_worker.send_frame(self.sock, self.init)
         except OSError as exc:
-            self.close()
-            raise SQLBackendError(f"sqlite backend: the worker does not answer: {exc}") from None
+            if not self.uses:
+                self.close()
+                raise SQLBackendError(f"sqlite backend: the worker does not answer: {exc}") from None
+            # a reused child that left after its last sample: _built starts a fresh one
 
     def _built(self) -> None:
         """The answer to the table's build (the first thing the child says); raises as ``create`` would."""
-        name, self.building = self.building, None
+        name = self.building
+        self.building = None  # so that _call below reads the answer instead of asking again
         reply = self._call(None, BUILD_S)
+        if reply.status != SQLStatus.OK and self.uses:
+            # a reused child that left (its address space grew) or died between samples: a fresh one
+            self.failure = None
+            self.zygote, self.pid, self.sock, self.uses = _fork(self.memory_bytes, reuse=False)
+            self._send_init()
+            reply = self._call(None, BUILD_S)
+        self.init = None
         if reply.status != SQLStatus.OK:
             raise SQLBackendError(f"sqlite backend: building table {name!r}: {reply.error}")
         if reply.error is not None:
@@ -311,8 +341,23 @@ class SQLiteDatabase(SQLDatabase):
         return res.rows
 
     def close(self) -> None:
+        """A child whose sample ended cleanly waits for the next sample (it drops this database first);
+        any other is closed (it exits on EOF; the worker reaps it)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.failure is None and self.building is None and self.uses + 1 < MAX_USES:
+            with self.zygote.lock:
+                if len(self.zygote.idle) < MAX_IDLE:
+                    try:
+                        sqlite_worker.send_frame(self.sock, {"op": "reset"})
+                        self.zygote.idle.append((self.memory_bytes, self.pid, self.sock, self.uses + 1))
+                        self.failure = SQLResult(error="the database is closed", status=SQLStatus.ENV_ERROR)
+                        return
+                    except OSError:
+                        pass
         try:
-            self.sock.close()  # the child exits on EOF; the worker reaps it
+            self.sock.close()
         except OSError:
             pass
 

@@ -36,6 +36,7 @@ import unicodedata
 
 MAX_REPLY_BYTES = 16 << 20  # values beyond this are cut (a statement's rows) or refused (the judged table)
 MAX_REQUEST_BYTES = 256 << 20  # the sample's table travels in one request
+REUSE_GROWTH = 32 << 20  # a child that grew more than this while serving is not reused
 MEMORY_EXIT = 3  # the child's exit status when Python ran out of memory
 NOBODY = 65534
 READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
@@ -218,27 +219,44 @@ def set_cpu_limit(seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
 
 
+def address_space() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def serve(sock: socket.socket, memory_bytes: int) -> None:
-    db = Database(memory_bytes)
-    init = recv_frame(sock, MAX_REQUEST_BYTES)
-    if init is None:
-        return
-    try:
-        db.build(init["table"], init["columns"], init["rows"])
-    except sqlite3.Error as exc:
-        send_frame(sock, {"error": str(exc)})
-        return
-    send_frame(sock, {"ok": True})
+    """Samples one after the other: a "reset" from the harness (sent only after a sample that ended
+    cleanly) closes the database and readies a new one. A child whose address space grew past REUSE_GROWTH
+    while serving exits instead, so no sample inherits a fuller process than a fresh one."""
+    baseline = address_space()
     while True:
-        req = recv_frame(sock, MAX_REQUEST_BYTES)
-        if req is None:
+        db = Database(memory_bytes)
+        init = recv_frame(sock, MAX_REQUEST_BYTES)
+        if init is None:
             return
-        set_cpu_limit(req["timeout"])
-        if req["op"] == "exec":
-            reply = db.execute(req["sql"], req["max_rows"], req["timeout"])
-        else:
-            reply = db.table_rows(req["table"], req["select"], req["timeout"])
-        send_frame(sock, reply)
+        try:
+            db.build(init["table"], init["columns"], init["rows"])
+        except sqlite3.Error as exc:
+            send_frame(sock, {"error": str(exc)})
+            return
+        send_frame(sock, {"ok": True})
+        while True:
+            req = recv_frame(sock, MAX_REQUEST_BYTES)
+            if req is None:
+                return
+            if req["op"] == "reset":
+                break
+            set_cpu_limit(req["timeout"])
+            if req["op"] == "exec":
+                reply = db.execute(req["sql"], req["max_rows"], req["timeout"])
+            else:
+                reply = db.table_rows(req["table"], req["select"], req["timeout"])
+            send_frame(sock, reply)
+        db.conn.close()
+        del db
+        gc.collect()
+        if address_space() > baseline + REUSE_GROWTH:
+            return
 
 
 def child_main(sock: socket.socket, memory_bytes: int) -> None:

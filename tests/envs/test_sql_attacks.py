@@ -364,3 +364,25 @@ def test_readme_counts_the_corpus():
     for b, n in by_backend.items():
         assert f"{b} {n}" in para, (b, n, para)
     assert f"{sum(a.origin == 'new' for a in ATTACKS)} new" in para, para
+
+
+def test_a_reused_worker_starts_clean_and_a_failed_one_is_never_reused():
+    """A child that served a sample cleanly serves the next one (that is what keeps SQLite judging fast),
+    with nothing of the previous sample left; one that timed out is gone for good."""
+    backend = SQLiteBackend(timeout_s=TIMEOUT_S)
+    a = backend.create(TABLE, "a")
+    for sql in ("CREATE TABLE leftover (x)", "UPDATE `my table` SET Score = '9'", "CREATE TEMP TABLE t2 (y)",
+                "CREATE VIEW v AS SELECT 1"):
+        assert a.execute(sql).error is None
+    pid = a.pid
+    a.close()
+    b = backend.create(TABLE, "b")
+    assert b.pid == pid  # the same process...
+    assert b.execute("SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master").rows == \
+        [("my table",)]  # ...with a fresh database
+    assert b.table_rows(TABLE) == list(TABLE.rows)
+    assert b.execute("SELECT length(printf('%.*c', 1000000000, 'x'))").status == SQLStatus.TIMEOUT
+    b.close()
+    c = backend.create(TABLE, "c")
+    assert c.pid != pid and c.execute("SELECT count(*) FROM `my table`").rows == [(3,)]
+    c.close()
