@@ -1,13 +1,15 @@
 """SQLite backend (the embedded default): an in-memory database per sample, in a process of its own.
 
-Statements never run in the harness's process: ``envs.sql.sqlite_worker`` forks one child per sample from a
-small worker started once per harness process; the child has rlimits on address space, CPU, file size and
-core dumps, no root, and an authorizer that denies ATTACH, virtual tables, ``load_extension``,
-``fts3_tokenizer`` and every pragma but the read-only schema ones (see that module). Each statement has a
-soft deadline (SQLite's progress handler: an error the model reads, as before) and a hard one, ``timeout_s``
-+ GRACE_S, after which the child is killed and the statement's result says TIMEOUT. A child that crashes or
-runs out of memory ends its own sample (CRASHED / MEMORY) and nothing else: the next sample gets a fresh
-child, and a dead worker is restarted. MySQL statements are rewritten for SQLite here (``dialect``).
+Statements never run in the harness's process: ``envs.sql.sqlite_worker`` forks the children that hold the
+samples' databases from a small worker started once per harness process; a child has rlimits on address
+space, CPU, file size and core dumps, no root, and an authorizer that denies ATTACH, virtual tables,
+``load_extension``, ``fts3_tokenizer`` and every pragma but the read-only schema ones (see that module).
+Each statement has a soft deadline (SQLite's progress handler: an error the model reads, as before) and a
+hard one, ``timeout_s`` + GRACE_S, after which the child is killed and the statement's result says TIMEOUT.
+A child that crashes or runs out of memory ends its own sample (CRASHED / MEMORY) and nothing else: the next
+sample gets a fresh child, and a dead worker is restarted. A child whose sample ended cleanly serves the next
+one with a new database (a fork per sample cost ~5 ms, several times the judging itself). MySQL statements
+are rewritten for SQLite here (``dialect``).
 """
 
 from __future__ import annotations

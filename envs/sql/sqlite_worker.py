@@ -4,10 +4,12 @@ The harness starts this file once per process as ``python -I -S sqlite_worker.py
 only: it runs as a script, without the project on its path). The parent (the *zygote*) never opens a
 database: on each request on FD (a unix SEQPACKET socket) it forks a child with a fresh socket pair, hands
 one end to the harness and goes back to waiting. The child lowers its limits (address space, CPU, file
-size, core dumps, open files), drops root, then serves one sample's in-memory database until the harness
-closes the socket. Whatever a statement does to its process (a crash through ``fts3_tokenizer``, a pragma
-that changes the whole library such as ``hard_heap_limit``, an allocation that never ends) ends with that
-child; the next sample is forked from the untouched zygote.
+size, core dumps, open files), drops root, then serves one sample's in-memory database at a time until the
+harness closes the socket; after a sample that ended cleanly the harness may hand it the next one (a new
+database; see ``serve``). Whatever a statement does to its process (a crash through ``fts3_tokenizer``, a
+pragma that changes the whole library such as ``hard_heap_limit``, an allocation that never ends) ends with
+that child: a child that timed out, crashed or ran out of memory is never reused, and a fresh one is forked
+from the untouched zygote.
 
 Inside the child an authorizer denies what reaches beyond the one database or the process: ATTACH /
 DETACH (and so ``VACUUM INTO``), virtual tables, every pragma but the read-only schema ones,
