@@ -246,12 +246,12 @@ class DBDomain(AgentDomain):
             total += 1
             try:
                 db = self.backend.create(TableSpec.from_sample(s["table"]), tag="refq")
-            except TableBuildError:
+                try:
+                    res = db.execute(s["sql"]["query"])
+                finally:
+                    db.close()
+            except (TableBuildError, SQLBackendError):
                 continue
-            try:
-                res = db.execute(s["sql"]["query"])
-            finally:
-                db.close()
             if res.rows is not None:
                 flat = [v for row in res.rows for v in row]
                 hit += question_correct(json.dumps([str(v) for v in flat], ensure_ascii=False), s["label"])

@@ -267,9 +267,12 @@ class MariaDBDatabase(SQLDatabase):
         if self.failure is not None:
             return self.failure
         error = None
-        try:
-            if self.conn is None:  # the judge ended the previous session
+        if self.conn is None:  # the judge or a reset ended the previous session
+            try:
                 self.conn = self._connect()
+            except pymysql.err.MySQLError as exc:  # e.g. the model changed its own password
+                return SQLResult(error=f"the session could not be reopened: {_message(exc)}")
+        try:
             with self.conn.cursor(pymysql.cursors.SSCursor) as c:  # streamed: never more in memory than kept
                 c.execute(sql)
                 rows = self._fetch(c, MAX_FETCH_ROWS) if c.description else []

@@ -236,6 +236,7 @@ def serve(sock: socket.socket, memory_bytes: int) -> None:
         init = recv_frame(sock, MAX_REQUEST_BYTES)
         if init is None:
             return
+        set_cpu_limit(60)  # the build has its own allowance, whatever the previous sample used
         try:
             db.build(init["table"], init["columns"], init["rows"])
         except sqlite3.Error as exc:

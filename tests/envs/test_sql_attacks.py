@@ -138,7 +138,8 @@ ATTACKS = [
     Attack("parser_nesting", "crash", ["SELECT " + "(" * 20000 + "1" + ")" * 20000],
            check=lambda ctx: ctx.kind != "sqlite" or _errors(0)(ctx)),  # MariaDB parses it: harmless
     Attack("change_own_password", "crash", ["SET PASSWORD = PASSWORD('other')",
-                                            "ALTER USER CURRENT_USER() IDENTIFIED BY 'other'"],
+                                            "ALTER USER CURRENT_USER() IDENTIFIED BY 'other'",
+                                            "XA START 'reset'", "SELECT 1"],  # the harness reconnects
            applies=("mariadb",)),
     Attack("kill_the_admin_session", "crash", [lambda b: f"KILL CONNECTION {_admin_thread(b)}",
                                                lambda b: f"KILL QUERY {_admin_thread(b)}"],
