@@ -102,11 +102,19 @@ def test_gold_replay_sqlite():
     assert solved / (len(r.samples) - len(harness)) >= 0.99
 
 
+def _global_variables(backend) -> list:
+    with backend.admin().cursor() as c:
+        c.execute("SHOW GLOBAL VARIABLES")
+        return sorted(c.fetchall())
+
+
 @needs_data
 def test_gold_replay_mariadb(mariadb_backend):
     d = domain()
     d.backend = mariadb_backend
+    before = _global_variables(mariadb_backend)
     r, bad, harness, solved = gold_failures(d)
+    assert _global_variables(mariadb_backend) == before  # no sample changed the server
     assert harness == BUILD
     assert set(bad) - harness == {"db/225", "db/278", "db/295"}
     assert solved / (len(r.samples) - len(harness)) >= 0.99
