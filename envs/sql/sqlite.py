@@ -278,7 +278,9 @@ class SQLiteDatabase(SQLDatabase):
         except TimeoutError:
             self.zygote.end(self.pid, kill=True)
             return self._fail(SQLStatus.TIMEOUT, f"statement killed: it outlived the {self.timeout_s:g}s time limit")
-        except (OSError, ValueError, RecursionError) as exc:  # a broken pipe, a bad frame, bad JSON
+        except OSError:  # the connection broke: the child is gone or going
+            return self._fail(*_ended(self.zygote.end(self.pid, kill=False)))
+        except (ValueError, RecursionError) as exc:  # a bad frame or bad JSON
             info = self.zygote.end(self.pid, kill=True)
             return self._fail(*_ended(info)) if not info.get("killed") else \
                 self._fail(SQLStatus.CRASHED, f"the SQLite worker broke the protocol: {exc}")

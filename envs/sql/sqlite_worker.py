@@ -340,6 +340,10 @@ class Zygote:
         """A child's exit status, killing it first (``kill``) or when it outlives ``wait_s``; only a
         child not yet reaped is ever signalled, so a recycled pid is never hit."""
         if pid in self.live:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:  # it ended on its own: its own status, even when asked to kill
+                self._ended(pid, status)
+                return self.ended[pid]
             if not kill:
                 deadline = time.monotonic() + wait_s
                 while time.monotonic() < deadline:
