@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from envs.sql.base import SQLBackend, SQLDatabase, TableBuildError, TableSpec
+from envs.sql.base import SQLBackend, SQLBackendError, SQLDatabase, SQLResult, SQLStatus, TableBuildError, TableSpec
 from harness.agent_domain import AgentDomain, AgentParams
 from harness.domain import SampleResult, SampleStatus, TaskResult, register_domain
 from harness.episodes import Agent, Episode, ScriptedAgent, run_episodes
@@ -108,11 +108,17 @@ class DBEpisode(Episode):
         ]
         self.rounds = 0
         self.done, self.turn = False, 0
-        self.db: SQLDatabase | None = None
+        self.backend = backend
+        self.db: SQLDatabase | None = None  # built at first use, so only the live episodes hold one
         try:
-            self.db = backend.create(self.table, tag=sample_id)
+            self.table.validate()
         except TableBuildError as exc:
             self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
+
+    def _database(self) -> SQLDatabase:
+        if self.db is None:
+            self.db = self.backend.create(self.table, tag=self.sample_id)
+        return self.db
 
     def step(self, reply: str) -> None:
         self.messages.append({"role": "assistant", "content": reply})
@@ -122,9 +128,14 @@ class DBEpisode(Episode):
             if not sql:
                 return self._judge("", SampleStatus.INVALID_ACTION)
             statement = sql.group(1).strip().replace("\n", " ")
-            obs = truncate_observation(self.db.execute(statement).observation())
-            self.messages.append({"role": "user", "content": obs})
+            try:
+                res = self._database().execute(statement)
+            except (TableBuildError, SQLBackendError) as exc:
+                return self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc), "rounds": self.rounds})
+            self.messages.append({"role": "user", "content": truncate_observation(res.observation())})
             self.rounds += 1
+            if res.status != SQLStatus.OK:
+                return self._broke_out(res)
             if self.rounds >= self.max_round:
                 self._judge("", SampleStatus.TURN_LIMIT)
             return
@@ -137,13 +148,25 @@ class DBEpisode(Episode):
     def close_on_context_limit(self) -> None:
         self._judge("", SampleStatus.CONTEXT_LIMIT)  # a modification already made is still judged by md5
 
+    def _detail(self, answer: str) -> dict[str, Any]:
+        return {"type": self.sample["type"][0], "category": category(self.sample), "answer": answer,
+                "rounds": self.rounds}
+
+    def _broke_out(self, res: SQLResult) -> None:
+        """A statement that outlived the hard time limit, or killed or exhausted its worker, ends the
+        sample as the model's failure (ENV_ERROR apart): its database is gone or no longer trusted."""
+        status = {SQLStatus.TIMEOUT: SampleStatus.TIMEOUT, SQLStatus.ENV_ERROR: SampleStatus.ENV_ERROR}.get(
+            res.status, SampleStatus.RESOURCE_LIMIT)
+        self._finish(status, 0.0, {**self._detail(""), "sql_status": res.status.value, "error": res.error})
+
     def _judge(self, answer: str, failure: SampleStatus | None) -> None:
-        detail: dict[str, Any] = {"type": self.sample["type"][0], "category": category(self.sample),
-                                  "answer": answer, "rounds": self.rounds}
+        detail = self._detail(answer)
         if self.sample["type"][0] in MODIFY:
             want = expected_md5(self.sample)
             try:
-                got = self.db.table_md5(self.table)
+                got = self._database().table_md5(self.table)
+            except (TableBuildError, SQLBackendError) as exc:  # the backend's failure, not the model's
+                return self._finish(SampleStatus.ENV_ERROR, 0.0, {**detail, "error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - the model may have dropped or broken the table
                 got = f"error: {exc}"
             detail.update(md5=got, expected_md5=want)
@@ -260,12 +283,12 @@ class DBDomain(AgentDomain):
             total += 1
             try:
                 db = self.backend.create(TableSpec.from_sample(s["table"]), tag="refq")
-            except TableBuildError:
+                try:
+                    res = db.execute(s["sql"]["query"])
+                finally:
+                    db.close()
+            except (TableBuildError, SQLBackendError):
                 continue
-            try:
-                res = db.execute(s["sql"]["query"])
-            finally:
-                db.close()
             if res.rows is not None:
                 flat = [v for row in res.rows for v in row]
                 hit += question_correct(json.dumps([str(v) for v in flat], ensure_ascii=False), s["label"])

@@ -8,6 +8,15 @@ between the first "(" and the last ")"). Observations: "The output of the OS:\\n
 characters to 780 + "\\n[truncated because the output is too long]", or "The output of the OS is empty.".
 Before the episode: every ``init_script`` as an independent process (failure = harness error), then
 ``start`` in the shell. Judge: ``match`` (strip, equality or regex) or the ``check`` pipeline.
+
+Where the judge departs from AgentBench (which runs the check inside the container the agent has just
+controlled as root, so a planted ``python3`` that exits 0 passes): the check runs after every process of
+the episode is gone, with the pristine system over the agent's final files (``EpisodeShell.seal``,
+``envs/sandbox/judge_root.py``); a ``null`` check step (the expected answer from ``example_script``) is
+computed right after ``start``, before the agent acts, on a throw-away view of the files among the
+episode's processes (``EpisodeShell.exec_isolated``), so the agent cannot rewrite the evidence and answer
+accordingly. The example then gets no arguments (AgentBench passes it the agent's answer; os/140 alone
+reads it, a slip that makes its expected answer depend on the answer).
 """
 
 from __future__ import annotations
@@ -124,6 +133,7 @@ class OSEpisode(Episode):
                                                                f"My problem is:\n\n{sample['description']}"}]
         self.done, self.turn, self.rounds = False, 0, 0
         self.env = None
+        self.expected: tuple[int | None, str, ExecStatus] | None = None  # the example's run, before the agent
         try:
             self.env = make_env()
             for lang, code in sample.get("init_script") or []:
@@ -134,6 +144,13 @@ class OSEpisode(Episode):
                 lang, code = sample["start"]
                 self.env.run(code if lang.lower() in ("bash", "sh") else " ".join(interpreter(lang, code)),
                              timeout=30, raw=True)
+            if any(step is None for step in sample.get("check") or []) and not sample.get("match"):
+                ex = sample.get("example_script")
+                if not ex:
+                    raise HarnessError(f"{sample_id}: check step is null and there is no example_script")
+                self.expected = self.env.exec_isolated(interpreter(ex[0], ex[1]), timeout=60)
+                if self.expected[2] == ExecStatus.ENV_ERROR:
+                    raise HarnessError(f"the example script did not run: {self.expected[1][-200:]}")
         except HarnessError as exc:
             self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
 
@@ -168,17 +185,23 @@ class OSEpisode(Episode):
                 ok = got == want
             detail["expected"] = m
         else:
-            ok, detail["check"] = self._check(answer)
+            try:
+                self.env.seal()  # no process of the agent left, the pristine system over its final files
+                ok, detail["check"] = self._check(answer)
+            except HarnessError as exc:
+                return self._finish(SampleStatus.ENV_ERROR, 0.0, {**detail, "error": str(exc)})
         self._finish(SampleStatus.SOLVED if ok else SampleStatus.WRONG, 1.0 if ok else 0.0, detail)
 
     def _check(self, answer: str | None) -> tuple[bool, list]:
         params = ["" if answer is None else answer]
         log = []
         for entry in self.sample.get("check") or []:
-            script = entry if entry else self.sample.get("example_script")
-            if not script:
-                raise HarnessError(f"{self.sample_id}: check step is null and there is no example_script")
-            rc, out, st = self.env.exec(interpreter(script[0], script[1], params), timeout=60)
+            if entry is None:  # the expected answer, computed before the agent acted
+                rc, out, st = self.expected
+            else:
+                rc, out, st = self.env.exec(interpreter(entry[0], entry[1], params), timeout=60)
+            if st == ExecStatus.ENV_ERROR:
+                raise HarnessError(f"check step {len(log)} did not run: {out[-200:]}")
             log.append({"rc": rc, "status": st.value, "out": out[-200:]})
             if rc != 0:
                 return False, log

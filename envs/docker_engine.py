@@ -182,7 +182,7 @@ def _owner_alive(labels: dict | None) -> bool:
 
 
 def reap(cl=None) -> int:
-    """Remove containers and volumes of ours whose creating process is gone (left behind by a crash);
+    """Remove containers, volumes and images of ours whose creating process is gone (left by a crash);
     returns how many containers were removed."""
     cl = cl or client()
     n = 0
@@ -200,5 +200,12 @@ def reap(cl=None) -> int:
         try:
             v.remove(force=True)
         except docker.errors.APIError:  # still in use by a live container, or gone
+            pass
+    for im in cl.images.list(filters={"label": LABEL}):  # the OS judge's commits of episodes
+        if _owner_alive((im.attrs.get("Config") or {}).get("Labels")):
+            continue
+        try:
+            cl.images.remove(im.id, force=True)
+        except docker.errors.APIError:
             pass
     return n

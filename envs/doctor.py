@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 from envs import docker_engine
 from envs.sandbox.local import LocalSandbox
+from envs.sql.base import TableSpec
 from envs.sql.mariadb import MariaDBServer
+from envs.sql.sqlite import SQLiteBackend
 
 
 def _check(fn) -> tuple[bool, str]:
@@ -25,7 +26,15 @@ def check_bubblewrap() -> tuple[bool, str]:
 
 
 def check_sqlite() -> tuple[bool, str]:
-    return True, f"SQLite {sqlite3.sqlite_version} (embedded)"
+    """The statements run in a worker process: check that one starts and answers."""
+    db = SQLiteBackend().create(TableSpec("t", ("a",), ()), tag="doctor")
+    try:
+        r = db.execute("SELECT sqlite_version()")
+    finally:
+        db.close()
+    if r.error is not None:
+        return False, f"the SQLite worker does not answer: {r.error}"
+    return True, f"SQLite {r.rows[0][0]} (a limited worker process per sample)"
 
 
 def check_mariadb() -> tuple[bool, str]:

@@ -19,8 +19,8 @@ PACKAGES = ("harness", "envs", "domains", "leaderboards")
 # optional dependencies (extras) that may be imported inside a function, where they are needed
 OPTIONAL = {"transformers", "tokenizers", "vllm", "docker", "pymysql", "cma", "PIL", "pycocotools",
             "segment_anything", "ray", "lm_eval", "evalplus"}
-# files that run somewhere else (inside a sandbox, with the sandbox's python): standard library only
-STANDALONE = {"domains/coding_runner.py"}
+# files that run somewhere else (inside a sandbox, or as a script under `python -I -S`): standard library only
+STANDALONE = {"domains/coding_runner.py", "envs/sql/sqlite_worker.py"}
 
 
 def _module_name(path: Path) -> str:

@@ -9,7 +9,8 @@ Two kinds of sandbox, each an abstract base that the registries of ``harness.reg
   ``envs.sandbox.docker.DockerSandbox``).
 - ``EpisodeShell``: the persistent interactive root shell of one multi-turn OS episode (``run`` a command
   in it, ``exec`` an independent process in the same system, ``close`` destroys everything). Built as
-  ``cls(rootfs, limits=..., **backend_params)``. Registered in ``EPISODE_SHELLS`` (``rootfs``/``local``:
+  ``cls(rootfs, limits=..., **backend_params)``; ``exec_isolated`` and ``seal`` keep the judge out of the
+  agent's reach. Registered in ``EPISODE_SHELLS`` (``rootfs``/``local``:
   ``envs.sandbox.rootfs_shell.RootfsShell``; ``docker``: ``envs.sandbox.docker.DockerShell``); the
   sentinel protocol they share is ``envs.sandbox.shell.InteractiveShell``.
 """
@@ -138,10 +139,21 @@ class EpisodeShell(ABC):
         """Run ``argv`` as an independent process in the episode's system (init and check scripts):
         exit code, stdout and stderr merged (capped), status."""
 
+    @abstractmethod
+    def exec_isolated(self, argv: Sequence[str], timeout: float | None = None) -> tuple[int | None, str, ExecStatus]:
+        """Like ``exec``, among the episode's processes but on a throw-away copy of its files (nothing it
+        writes stays): the example script that computes the expected answer before the agent acts."""
+
+    @abstractmethod
+    def seal(self) -> None:
+        """End the agent's part: kill every process of the episode, then make later ``exec`` calls run in
+        the judge: the agent's final files as data, interpreters, shells, libraries and their
+        configuration from the pristine rootfs (``envs.sandbox.judge_root``). ``run`` ends."""
+
     @property
     @abstractmethod
     def alive(self) -> bool:
-        """Whether the shell still runs."""
+        """Whether the shell still runs (not after ``seal``)."""
 
     @abstractmethod
     def close(self) -> None:

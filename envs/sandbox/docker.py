@@ -11,14 +11,18 @@ regular files only). The engine is the one that answers or a private dockerd (``
 
 from __future__ import annotations
 
+import atexit
 import base64
 import io
 import json
+import os
 import secrets
 import select
+import shutil
 import socket
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path, PurePosixPath
@@ -26,6 +30,7 @@ from typing import Mapping, Sequence
 
 from envs.docker_engine import client, ensure_image, owner_labels
 from envs.rootfs import ensure_rootfs
+from envs.sandbox import judge_root
 from envs.sandbox.base import CappedOutput, CodeSandbox, ExecResult, ExecStatus, Limits
 from envs.sandbox.shell import InteractiveShell
 from harness.errors import HarnessError
@@ -40,17 +45,24 @@ TAR_SLACK = 64 << 10  # tar headers and padding around a collected file
 
 
 def _container(image: str, lim: Limits, read_only: bool = False, tmpfs: Mapping[str, str] | None = None,
-               rlimits: bool = False, volumes: Mapping[str, dict] | None = None):
+               rlimits: bool = False, volumes: Mapping[str, dict] | list[str] | None = None, command: Sequence[str] | None = None,
+               detach_run: bool = True, **extra):
+    """A container with the sandbox's limits (``command``: default ``sleep infinity``; ``detach_run``
+    False: created, not started; ``extra``: more ``containers.create`` arguments, e.g. ``pid_mode``)."""
     cl = client()
     ulimits = [docker.types.Ulimit(name="nofile", soft=lim.nofile, hard=lim.nofile),
                docker.types.Ulimit(name="fsize", soft=lim.file_bytes, hard=lim.file_bytes),
                docker.types.Ulimit(name="core", soft=0, hard=0)] if rlimits else None
-    return cl.containers.run(
-        image, ["sleep", "infinity"], detach=True, network_mode="none", mem_limit=lim.memory_bytes,
-        memswap_limit=lim.memory_bytes, pids_limit=lim.pids, nano_cpus=1_000_000_000, init=True,
-        cap_drop=["NET_RAW", "MKNOD", "SYS_CHROOT"], security_opt=["no-new-privileges"], hostname="sandbox",
-        labels=owner_labels(), read_only=read_only, tmpfs=dict(tmpfs or {}), volumes=dict(volumes or {}),
-        environment={"HOME": "/root", "LANG": "C.UTF-8"}, ulimits=ulimits)
+    kw = dict(network_mode="none", mem_limit=lim.memory_bytes, memswap_limit=lim.memory_bytes, pids_limit=lim.pids,
+              nano_cpus=1_000_000_000, init=True, cap_drop=["NET_RAW", "MKNOD", "SYS_CHROOT"],
+              security_opt=["no-new-privileges"], hostname="sandbox", labels=owner_labels(), read_only=read_only,
+              tmpfs=dict(tmpfs or {}), volumes=volumes if isinstance(volumes, list) else dict(volumes or {}),
+              environment={"HOME": "/root", "LANG": "C.UTF-8"}, ulimits=ulimits)
+    kw.update(extra)
+    argv = list(command or ["sleep", "infinity"])
+    if detach_run:
+        return cl.containers.run(image, argv, detach=True, **kw)
+    return cl.containers.create(image, argv, **kw)
 
 
 class _Exec:
@@ -157,26 +169,74 @@ def _read_to_end(ex: _Exec, sink, deadline: float, poll_s: float = 0.2) -> bool:
                         sink(stream, data)
 
 
-def _kill_all_but(container, keep: Sequence[int]) -> None:
-    """Kill every process in the container except init, its ``sleep infinity`` and ``keep``."""
+def _kill_all_but(container, keep: Sequence[int], sh: str = "sh", env: Mapping[str, str] | None = None) -> None:
+    """Kill every process in the container except init, its ``sleep infinity`` and ``keep`` (``sh``,
+    ``env``: the shell that does it; in the judge, the pristine one)."""
     script = ("M=0; for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
               "[ \"$c\" = 'sleep infinity ' ] && M=${p#/proc/} && break; done; "
               "for p in /proc/[0-9]*; do p=${p#/proc/}; case \" 1 $$ $M " + " ".join(str(k) for k in keep)
               + " \" in *\" $p \"*) ;; *) kill -9 $p 2>/dev/null;; esac; done")
     try:
-        container.exec_run(["sh", "-c", script], user="0")
+        container.exec_run([sh, "-c", script], user="0", environment=dict(env or {}))
     except docker.errors.APIError:
         pass
 
 
+_INIT: list[list[str]] = []
+
+
+def _init_bind() -> list[str]:
+    """The engine's docker-init, bound read-only where the engine binds it (a local engine; none else)."""
+    if not _INIT:
+        found = shutil.which(client().info().get("InitBinary") or "docker-init")
+        _INIT.append([f"{os.path.realpath(found)}:/sbin/docker-init:ro"] if found else [])
+    return _INIT[0]
+
+
+def _deleted_commands(container, rootfs: Path) -> set[str]:
+    """The paths under /usr/bin and /usr/sbin the agent removed: from the container's overlay upper
+    directory where the engine is local and uses overlay2, else from the engine's diff (a walk of the
+    whole container: ~1 s)."""
+    upper = ((container.attrs.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")
+    if upper and os.path.isdir(upper):
+        return judge_root.removed_commands(Path(upper), rootfs)
+    return {d["Path"] for d in (container.diff() or []) if d.get("Kind") == 2}
+
+
+_SHADOWS: dict[tuple[str, frozenset], Path] = {}
+
+
+def _shadow_dir(rootfs: Path, deleted: set[str]) -> Path:
+    """The judge's /.judge/bin for this set of removed commands, made once per process (bound read-only,
+    so containers can share it) and removed at exit."""
+    key = (str(rootfs), frozenset(p for p in deleted if p.startswith(("/usr/bin/", "/usr/sbin/"))))
+    if key not in _SHADOWS:
+        d = Path(tempfile.mkdtemp(prefix="cycleqd-judge-bin-"))
+        if not _SHADOWS:
+            atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _SHADOWS.values()])
+        judge_root.shadow_bin(rootfs, d, {rel: {n for n in os.listdir(rootfs / rel) if f"/{rel}/{n}" not in key[1]}
+                                          for rel in judge_root.COMMAND_DIRS})
+        _SHADOWS[key] = d
+    return _SHADOWS[key]
+
+
 class DockerShell(InteractiveShell):
-    """An OS-task episode in a container, with the same shell protocol as RootfsShell."""
+    """An OS-task episode in a container, with the same shell protocol as RootfsShell.
+
+    ``exec_isolated`` runs in a second container made from a commit of the episode's, sharing its PID
+    namespace (the episode's processes, a throw-away copy of its files). ``seal`` kills the episode's
+    container, commits its final files and starts the judge's container from them, with the pristine
+    system of the rootfs bound read-only over them (``envs.sandbox.judge_root``: the same layout as the
+    local judge; the engine must see the rootfs's path, as a local engine does)."""
 
     def __init__(self, rootfs: str | Path | None = None, limits: Limits | None = None):
         super().__init__(rootfs, limits)
         self.container = None
+        self.judge = None
         self.shell: _Exec | None = None
-        self.image = ensure_image(Path(rootfs) if rootfs else ensure_rootfs())
+        self.images: list[str] = []
+        self.rootfs = Path(rootfs) if rootfs else ensure_rootfs()
+        self.image = ensure_image(self.rootfs)
         try:
             self.container = _container(self.image, self.limits)
             self.shell = _Exec(self.container, ["bash", "--noprofile", "--norc"], stdin=True, workdir="/")
@@ -205,13 +265,18 @@ class DockerShell(InteractiveShell):
 
     @property
     def alive(self) -> bool:
-        return self.shell is not None and not self.shell.eof and not self.shell.finished()
+        return self.judge is None and self.shell is not None and not self.shell.eof and not self.shell.finished()
 
     def _kill_foreground(self) -> None:
-        _kill_all_but(self.container, [self.shell_pid])
+        if self.judge is not None:
+            _kill_all_but(self.judge, [], sh=f"/{judge_root.JUDGE_DIR}/usr/bin/sh", env=judge_root.JUDGE_ENV)
+        else:
+            _kill_all_but(self.container, [self.shell_pid])
 
     def exec(self, argv: Sequence[str], timeout: float | None = None) -> tuple[int | None, str, ExecStatus]:
-        if self.container is None:
+        """Run ``argv`` as a separate process in the episode's container; after ``seal``, in the judge's."""
+        target = self.judge if self.judge is not None else self.container
+        if target is None:
             return None, "", ExecStatus.ENV_ERROR
         cap = self.limits.output_bytes
         out = bytearray()
@@ -220,8 +285,9 @@ class DockerShell(InteractiveShell):
             if len(out) < cap:
                 out.extend(data[: cap - len(out)])
 
+        env = judge_root.JUDGE_ENV if self.judge is not None else None
         try:
-            ex = _Exec(self.container, argv, workdir="/")
+            ex = _Exec(target, argv, workdir="/", environment=env)
         except docker.errors.APIError as exc:
             return None, str(exc)[-300:], ExecStatus.ENV_ERROR
         try:
@@ -234,16 +300,82 @@ class DockerShell(InteractiveShell):
             ex.close()
         return rc, out.decode("utf-8", "replace"), status
 
+    # -- the judge ----------------------------------------------------------------------------------
+    def _commit(self, container) -> str:
+        ref = f"cycleqd-judge:{secrets.token_hex(8)}"
+        repo, tag = ref.split(":")
+        container.commit(repository=repo, tag=tag, conf={"Labels": owner_labels()})
+        self.images.append(ref)
+        return ref
+
+    def exec_isolated(self, argv: Sequence[str], timeout: float | None = None) -> tuple[int | None, str, ExecStatus]:
+        """Run ``argv`` in a container made from a commit of the episode's, in the episode's PID namespace:
+        its processes are seen, what it writes is thrown away (the example script, before the agent acts)."""
+        if self.judge is not None or self.container is None:
+            return None, "", ExecStatus.ENV_ERROR
+        c = None
+        try:
+            image = self._commit(self.container)
+            # in a shared PID namespace the engine runs no init of its own, and so binds no docker-init
+            # into /usr/sbin as it did in the episode: bound here, ``du /usr`` counts the same (os/42)
+            c = _container(image, self.limits, command=list(argv), detach_run=False, volumes=_init_bind(),
+                           pid_mode=f"container:{self.container.id}", working_dir="/",
+                           environment={"HOME": "/root", "LANG": "C.UTF-8", "PATH": judge_root.EPISODE_PATH})
+            c.start()
+            try:
+                rc, status = c.wait(timeout=timeout or self.limits.wall_s)["StatusCode"], ExecStatus.OK
+            except Exception:  # noqa: BLE001 - the SDK raises the HTTP library's read timeout
+                c.kill()
+                rc, status = None, ExecStatus.TIMEOUT
+            out = c.logs(stdout=True, stderr=True)[: self.limits.output_bytes]
+            return rc, out.decode("utf-8", "replace"), status
+        except docker.errors.DockerException as exc:
+            return None, f"docker: the isolated view did not run: {str(exc)[-300:]}", ExecStatus.ENV_ERROR
+        finally:
+            if c is not None:
+                try:
+                    c.remove(force=True)
+                except docker.errors.APIError:
+                    pass
+
+    def seal(self) -> None:
+        """Kill the episode's container (every process of the agent), commit its files and start the judge's
+        container from them with the pristine system bound over them; later ``exec`` calls run there."""
+        if self.judge is not None:
+            return
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
+        try:
+            self.container.kill()
+        except docker.errors.APIError:
+            pass  # already stopped (the agent killed its init)
+        try:
+            self.container.wait(timeout=30)
+            deleted = _deleted_commands(self.container, self.rootfs)
+            image = self._commit(self.container)
+            volumes = judge_root.docker_binds(self.rootfs, _shadow_dir(self.rootfs, deleted))
+            self.judge = _container(image, self.limits, volumes=volumes)
+        except docker.errors.DockerException as exc:
+            raise HarnessError(f"docker: the judge's container did not start: {str(exc)[-300:]}") from None
+
     def close(self) -> None:
         if self.shell is not None:
             self.shell.close()
             self.shell = None
-        if self.container is not None:
+        for c in (self.judge, self.container):
+            if c is not None:
+                try:
+                    c.remove(force=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+        self.judge = self.container = None
+        for ref in self.images:
             try:
-                self.container.remove(force=True)
+                client().images.remove(ref, force=True, noprune=False)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-            self.container = None
+        self.images = []
 
 
 def _tar_of(files: Mapping[str, bytes | str]) -> bytes:

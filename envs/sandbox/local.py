@@ -7,10 +7,20 @@ loopback), IPC, UTS and mount namespaces; a read-only root holding only /usr and
 RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, an output cap and a wall-clock timeout that kills every process
 of the run (the cgroup is the list of them). Needs root (to create cgroups and mount the workdir tmpfs)
 and bubblewrap; where either is missing ``available()`` says why and runs refuse to start.
+
+The limits are applied from outside and cannot be lifted from inside: the harness joins the run to its
+cgroup and sets the rlimits as root, then drops to uid 65534 *before* starting bubblewrap, so the
+sandboxed uid is the host's 65534 too (bubblewrap started as root maps it to the host's root, whose uid
+owns every cgroup and /proc/sys file: a completion could then write ``max`` to its own ``pids.max`` or
+change host sysctls). ``--disable-userns`` forbids new user namespaces inside (in one, a process gets
+every capability back over new mount and cgroup namespaces and can mount the cgroup hierarchies); there
+is no /sys (no cgroupfs) and /proc is read-only (/proc/sys included). Where unprivileged user namespaces
+are off, bubblewrap starts as root, as it used to, and these last three keep the limits.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import secrets
@@ -28,6 +38,7 @@ from envs.sandbox.base import CodeSandbox, ExecResult, ExecStatus, Limits, wait_
 from harness.errors import HarnessError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SANDBOX_UID = 65534
 
 
 class Cgroup:
@@ -66,9 +77,18 @@ class Cgroup:
             with open(d / "cgroup.procs", "w") as fh:
                 fh.write("0")
 
+    def _tree(self) -> list[Path]:
+        """The run's cgroups and any it made below them (deepest first: the order ``rmdir`` needs)."""
+        out: list[Path] = []
+        for d in self.dirs:
+            for root, subdirs, _ in os.walk(d, topdown=False, followlinks=False):
+                out += [Path(root) / s for s in subdirs]
+            out.append(d)
+        return out
+
     def pids(self) -> set[int]:
         out: set[int] = set()
-        for d in self.dirs:
+        for d in self._tree():
             try:
                 out |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
             except OSError:
@@ -103,11 +123,14 @@ class Cgroup:
             time.sleep(0.01)
 
     def remove(self) -> None:
+        """Kill the run and remove its cgroups, child cgroups included (none must outlive the run)."""
         self.kill_all()
-        for d in self.dirs:
+        for d in self._tree():
             for _ in range(100):
                 try:
                     d.rmdir()
+                    break
+                except FileNotFoundError:
                     break
                 except OSError:
                     time.sleep(0.01)
@@ -150,6 +173,8 @@ class LocalSandbox(CodeSandbox):
             raise HarnessError(f"local sandbox unavailable: {why}")
         super().__init__(limits)
         self.bwrap = shutil.which("bwrap")
+        self.no_userns = _supports(self.bwrap, "--disable-userns")
+        self.as_nobody = bool(_bwrap_mode()[0])
         # the same interpreter version as the harness, standard library only
         self.python = os.path.join(os.path.realpath(sys.base_prefix), "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
 
@@ -166,12 +191,13 @@ class LocalSandbox(CodeSandbox):
         missing = [str(p) for p in need if not p.is_dir()]
         if missing:
             return False, f"cgroup controllers missing: {missing}"
-        out = subprocess.run([shutil.which("bwrap"), "--unshare-all", "--unshare-user", "--uid", "65534",
-                              "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
-                              "/lib", "--symlink", "usr/lib64", "/lib64", "/bin/true"], capture_output=True, text=True)
-        if out.returncode != 0:
-            return False, f"bubblewrap cannot create namespaces here: {out.stderr.strip()[:200]}"
-        return True, f"bubblewrap + cgroup {'v2' if v2 else 'v1'} (pids, memory)"
+        as_nobody, err = _bwrap_mode()
+        if as_nobody is None:
+            return False, f"bubblewrap cannot create namespaces here: {err}"
+        who = f"as uid {SANDBOX_UID}" if as_nobody else f"as root (uid {SANDBOX_UID} cannot: {err})"
+        how = ("new user namespaces disabled" if _supports(shutil.which("bwrap"), "--disable-userns")
+               else "bubblewrap < 0.8: new user namespaces allowed")
+        return True, f"bubblewrap {who}, {how} + cgroup {'v2' if v2 else 'v1'} (pids, memory)"
 
     # -- one run --------------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, files: Mapping[str, bytes | str] | None = None,
@@ -181,24 +207,32 @@ class LocalSandbox(CodeSandbox):
         /work to return in ``detail["files"]`` (read before the workdir is destroyed)."""
         lim = limits or self.limits
         name = f"run-{os.getpid()}-{secrets.token_hex(6)}"
-        work = Path(tempfile.mkdtemp(prefix="cycleqd-sbx-"))
+        base = Path(tempfile.mkdtemp(prefix="cycleqd-sbx-"))
+        work = base / "work"
         mounted = False
         cg = None
         t0 = time.monotonic()
         try:
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={lim.workdir_bytes},mode=0777", "tmpfs", str(work)],
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={lim.workdir_bytes},mode=0755", "tmpfs", str(base)],
                            check=True, capture_output=True)
             mounted = True
+            work.mkdir()
+            work.chmod(0o777)
             for rel, data in (files or {}).items():
                 p = work / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data.encode() if isinstance(data, str) else data)
-                os.chown(p, 65534, 65534)
+                for q in (Path(rel), *Path(rel).parents[:-1]):  # the file and the directories made for it
+                    os.chown(work / q, SANDBOX_UID, SANDBOX_UID)
+            prefixes = _python_prefixes()
+            for i in range(len(prefixes)):
+                (base / f"py{i}").mkdir()
             cg = Cgroup(name, lim)
-            cmd = self._bwrap_args(work) + list(argv)
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=self._preexec(cg, lim),
+                self._bwrap_args(base, prefixes) + list(argv),
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=self._preexec(cg, lim, base, prefixes, self.as_nobody),
                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8",
                      "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **(env or {})},
                 start_new_session=True)
@@ -213,28 +247,98 @@ class LocalSandbox(CodeSandbox):
             if cg is not None:
                 cg.remove()
             if mounted:
-                subprocess.run(["umount", "-l", str(work)], capture_output=True)
-            shutil.rmtree(work, ignore_errors=True)
+                subprocess.run(["umount", "-l", str(base)], capture_output=True)
+            shutil.rmtree(base, ignore_errors=True)
 
-    def _bwrap_args(self, work: Path) -> list[str]:
-        args = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+    def _bwrap_args(self, base: Path, prefixes: Sequence[str] = ()) -> list[str]:
+        userns = ["--disable-userns"] if self.no_userns else []
+        args = [self.bwrap, "--unshare-all", "--unshare-user", *userns, "--uid", "65534", "--gid", "65534",
                 "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                 "--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.workdir_bytes), "--tmpfs", "/tmp",
-                "--dir", "/etc", "--bind", str(work), "/work", "--chdir", "/work", "--hostname", "sandbox"]
-        for p in _python_prefixes():
-            args += ["--ro-bind", p, p]
-        return args + ["--remount-ro", "/"]  # the sandbox's own root: nothing writable but /work and /tmp
+                "--dir", "/etc", "--bind", str(base / "work"), "/work", "--chdir", "/work", "--hostname", "sandbox"]
+        for i, p in enumerate(prefixes):
+            args += ["--ro-bind", str(base / f"py{i}"), p]
+        # the sandbox's own root: nothing writable but /work and /tmp; /proc read-only (/proc/sys with it)
+        return args + ["--remount-ro", "/proc", "--remount-ro", "/"]
 
     @staticmethod
-    def _preexec(cg: Cgroup, lim: Limits):
+    def _preexec(cg: Cgroup, lim: Limits, base: Path, prefixes: Sequence[str], as_nobody: bool = True):
+        binds = [(p.encode(), str(base / f"py{i}").encode()) for i, p in enumerate(prefixes)]  # made here, not in the child
+
         def fn():
             cg.join_self()
+            _bind_privately(binds)
             resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes + (256 << 20),) * 2)
             resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes,) * 2)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile,) * 2)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if as_nobody:
+                _drop_to_sandbox_uid()
 
         return fn
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x1000, 0x4000, 0x40000
+
+
+def _bind_privately(binds: Sequence[tuple[bytes, bytes]]) -> None:
+    """Between fork and exec, as root: in a mount namespace of this process alone (no mount is ever
+    seen on, or left behind on, the host), bind each Python installation (source) to ``base/py<i>``
+    (target), a path uid 65534 can walk (the installation may sit under /root, mode 0700); bubblewrap
+    binds it back where it was."""
+    if not binds:
+        return
+    if _LIBC.unshare(CLONE_NEWNS) != 0 or _LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "sandbox: private mount namespace")
+    for src, dst in binds:
+        if _LIBC.mount(src, dst, None, MS_BIND | MS_REC, None) != 0:
+            raise OSError(ctypes.get_errno(), f"sandbox: binding {src!r}")
+
+
+def _drop_to_sandbox_uid() -> None:
+    """Between fork and exec, after joining the cgroup and setting the rlimits (as root): become uid
+    65534 for good, so bubblewrap and everything it starts run as the host's nobody."""
+    os.setgroups([])
+    os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+    os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+
+_MODE: list[tuple[bool | None, str]] = []
+
+
+def _bwrap_mode() -> tuple[bool | None, str]:
+    """(True, ""): bubblewrap works started as uid 65534 (unprivileged user namespaces allowed); (False,
+    why): only as root (its sandbox uid is then the host's root, without capabilities, user namespaces,
+    /sys or a writable /proc); (None, why): not at all. Probed once per process."""
+    if not _MODE:
+        bwrap = shutil.which("bwrap")
+        argv = [bwrap, "--unshare-all", "--unshare-user", *(["--disable-userns"] if _supports(bwrap, "--disable-userns")
+                                                              else []),
+                "--uid", "65534", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
+                "/lib", "--symlink", "usr/lib64", "/lib64", "/bin/true"]
+        nobody = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_drop_to_sandbox_uid)
+        if nobody.returncode == 0:
+            _MODE.append((True, ""))
+        else:
+            why = nobody.stderr.strip()[:200]
+            root = subprocess.run(argv, capture_output=True, text=True)
+            _MODE.append((False, why) if root.returncode == 0 else (None, root.stderr.strip()[:200]))
+    return _MODE[0]
+
+
+_SUPPORTS: dict[tuple[str, str], bool] = {}
+
+
+def _supports(bwrap: str | None, option: str) -> bool:
+    """Whether this bubblewrap knows ``option`` (``--disable-userns`` came with 0.8)."""
+    if not bwrap:
+        return False
+    key = (bwrap, option)
+    if key not in _SUPPORTS:
+        out = subprocess.run([bwrap, "--help"], capture_output=True, text=True)
+        _SUPPORTS[key] = option in out.stdout + out.stderr
+    return _SUPPORTS[key]

@@ -7,6 +7,7 @@ hostile: each backend bounds their time and the rows fetched, and confines them 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -18,6 +19,28 @@ GROUP_CONCAT_MAX_LEN = 1024  # MySQL's default group_concat_max_len (bytes)
 
 class TableBuildError(Exception):
     """The sample's table cannot be created (e.g. duplicate column names): a harness-side failure."""
+
+
+class SQLBackendError(Exception):
+    """The backend itself failed (a worker that cannot start, a server that does not answer): a
+    harness-side failure, never the model's."""
+
+
+class TableReadError(Exception):
+    """The judge cannot read the sample's table as a plain table (dropped, turned into a view, too large,
+    too slow): the model's doing, judged as a wrong answer."""
+
+
+class SQLStatus(str, enum.Enum):
+    """How a statement ended. Only OK lets the episode go on: the others mean the sample's statement broke
+    out of its soft limits and its database is gone or untrusted, which is the model's failure (ENV_ERROR
+    apart)."""
+
+    OK = "ok"  # rows, or an SQL error the model reads and may recover from
+    TIMEOUT = "timeout"  # outlived the hard time limit: the worker / connection was killed
+    MEMORY = "memory"  # the worker ran out of memory
+    CRASHED = "crashed"  # the worker died (a signal) or answered outside the protocol
+    ENV_ERROR = "env_error"  # the backend failed for reasons of its own: a harness problem
 
 
 @dataclass(frozen=True)
@@ -49,10 +72,12 @@ class TableSpec:
 
 @dataclass
 class SQLResult:
-    """Rows (a list of tuples) or an error message, never both."""
+    """Rows (a list of tuples) or an error message, never both; ``status`` says whether the database is
+    still usable (OK) or the statement ended the sample."""
 
     rows: list[tuple] | None = None
     error: str | None = None
+    status: SQLStatus = SQLStatus.OK
 
     def observation(self) -> str:
         """What the agent sees: ``str()`` of the rows, or the error text."""
@@ -95,7 +120,9 @@ class SQLDatabase(ABC):
 
     @abstractmethod
     def table_rows(self, table: TableSpec) -> list[tuple]:
-        """Every row of the sample's table, in table column order (for the md5 judge)."""
+        """Every row of the sample's table, in table column order (for the md5 judge), read as data only:
+        raises TableReadError when the name no longer holds a plain table (a view, a routine in the way)
+        and SQLBackendError when the backend fails."""
 
     def table_md5(self, table: TableSpec) -> str:
         return mysql_table_md5(self.table_rows(table))

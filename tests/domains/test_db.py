@@ -102,11 +102,19 @@ def test_gold_replay_sqlite():
     assert solved / (len(r.samples) - len(harness)) >= 0.99
 
 
+def _global_variables(backend) -> list:
+    with backend.admin().cursor() as c:
+        c.execute("SHOW GLOBAL VARIABLES")
+        return sorted(c.fetchall())
+
+
 @needs_data
 def test_gold_replay_mariadb(mariadb_backend):
     d = domain()
     d.backend = mariadb_backend
+    before = _global_variables(mariadb_backend)
     r, bad, harness, solved = gold_failures(d)
+    assert _global_variables(mariadb_backend) == before  # no sample changed the server
     assert harness == BUILD
     assert set(bad) - harness == {"db/225", "db/278", "db/295"}
     assert solved / (len(r.samples) - len(harness)) >= 0.99
@@ -117,8 +125,9 @@ def test_gold_replay_mariadb_in_docker(mariadb_docker_backend):
     d = domain()
     d.backend = mariadb_docker_backend
     r = d.run(scripted_agent("gold"), range(150, 360, 3))  # modifications and questions
-    bad = {s.sample_id for s in r.samples if s.score < 1}
-    assert bad <= BUILD | {"db/225", "db/278", "db/295"}, bad
+    bad = {s.sample_id: (s.status.value, s.detail.get("error") or s.detail.get("md5")) for s in r.samples
+           if s.score < 1}
+    assert set(bad) <= BUILD | {"db/225", "db/278", "db/295"}, bad
 
 
 @needs_data
@@ -157,3 +166,50 @@ def test_replay_command_on_a_new_file(tmp_path, capsys):
     p.write_text("{not json")
     assert main(["replay", "db", "--data", str(p), "--data-root", str(SHARED_DATA)]) == 2
     assert "mine.jsonl:1: not valid JSON" in capsys.readouterr().err
+
+
+def _update_sample(who: str) -> dict:
+    from envs.sql.base import mysql_table_md5
+
+    return {"description": who, "add_description": "The name of this table is T.", "type": ["UPDATE"],
+            "label": [f"UPDATE T SET b = '2' WHERE a = '{who}'"],
+            "answer_md5": mysql_table_md5([("Ann", "1"), ("Bob", "1"), (who, "2")]),
+            "table": {"table_name": "T", "table_info": {"columns": [{"name": "a"}, {"name": "b"}],
+                                                        "rows": [["Ann", "1"], ["Bob", "1"], [who, "1"]]}}}
+
+
+BREAK_OUT = {"sqlite": "SELECT length(printf('%.*c', 1000000000, 'x'))",
+             "mariadb": "SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(100)"}
+FAKE = ["ALTER TABLE T RENAME TO orig", "CREATE VIEW T AS SELECT * FROM orig"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mariadb", "mariadb-docker"])
+def test_a_sample_that_breaks_out_or_fakes_ends_as_its_own_failure(kind, request):
+    """One batch: a statement past the hard limit (TIMEOUT, not the harness's failure), a judged table
+    swapped for a view (WRONG: the judge refuses it) and an honest neighbour (SOLVED, undisturbed)."""
+    from domains.db import DBEpisode
+    from envs.sql.sqlite import SQLiteBackend
+    from harness.episodes import run_episodes
+
+    if kind == "sqlite":
+        backend = SQLiteBackend(timeout_s=0.5)
+    else:
+        backend = request.getfixturevalue("mariadb_backend" if kind == "mariadb" else "mariadb_docker_backend")
+    plans = {"Cy": [BREAK_OUT[kind.split("-")[0]]], "Di": FAKE, "Eve": ["UPDATE T SET b = '2' WHERE a = 'Eve'"]}
+
+    def policy(sample, turn, messages):
+        plan = plans[sample["description"]]
+        if turn < len(plan):
+            return f"Action: Operation\n```sql\n{plan[turn]}\n```"
+        return 'Action: Answer\nFinal Answer: ["done"]'
+
+    old, backend.timeout_s = backend.timeout_s, 0.5 if kind == "sqlite" else 1.0
+    try:
+        eps = [DBEpisode(f"db/{i}", _update_sample(w), backend, "instr", 5) for i, w in enumerate(plans)]
+        run_episodes(eps, ScriptedAgent(policy))
+    finally:
+        backend.timeout_s = old
+    cy, di, eve = (e.result for e in eps)
+    assert cy.status == SampleStatus.TIMEOUT and cy.detail["sql_status"] == "timeout" and cy.score == 0
+    assert di.status == SampleStatus.WRONG and "view" in di.detail["md5"]
+    assert eve.status == SampleStatus.SOLVED

@@ -162,12 +162,14 @@ def test_first_turns_are_the_one_shot_conversation(osdomain):
 
 # Gold failures, each explained in the issue note: 26 (an init script opens fd 123321, above this
 # machine's descriptor limit), 55 (its init script waits for apt's confirmation; its fix needs the network),
-# 56 and 131 (process counts differ between the shell and the independent check process), 64 and 85
+# 56 and 131 (process counts differ between the shell and the independent check process), 57 (it counts
+# processes with "bash" in their command line: in the interactive shell a pipeline's forks that have not
+# yet become grep are counted, so the gold answer is 1 or 2 by timing; seen both ways on main and here), 64 and 85
 # (`find` over / counts /proc, which changes between the answer and the check), 74 (its answer adds the
 # host's used-memory percentage, which moves between the answer and the check when anything else runs on the
 # machine: seen failing once while a model trained beside the tests), 153 (the check itself cannot parse
 # du's "4.0K").
-KNOWN = {"os/26", "os/55", "os/56", "os/64", "os/74", "os/85", "os/131", "os/153"}
+KNOWN = {"os/26", "os/55", "os/56", "os/57", "os/64", "os/74", "os/85", "os/131", "os/153"}
 
 
 def test_gold_replay(osdomain):

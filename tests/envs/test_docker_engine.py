@@ -59,3 +59,28 @@ def test_private_engine_removes_labelled_leftovers_at_start(tmp_path):
     finally:
         eng.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_reap_removes_the_judges_commits_of_a_crashed_run():
+    """The OS judge commits episode containers (labelled like everything else of ours): a crashed run's
+    commits go with its containers; a live process's stay."""
+    try:
+        cl = docker_engine.client()
+    except HarnessError as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    image = _empty_image(cl)
+    c = cl.containers.create(image, ["none"])
+    try:
+        dead = c.commit(repository="cycleqd-judge", tag="reap-test-dead",
+                        conf={"Labels": {LABEL: "1", f"{LABEL}.pid": str(_dead_pid())}})
+        live = c.commit(repository="cycleqd-judge", tag="reap-test-live", conf={"Labels": owner_labels()})
+        docker_engine.reap(cl)
+        left = {i.id for i in cl.images.list(filters={"label": LABEL})}
+        assert dead.id not in left and live.id in left
+    finally:
+        c.remove(force=True)
+        for ref in ("cycleqd-judge:reap-test-dead", "cycleqd-judge:reap-test-live", image):
+            try:
+                cl.images.remove(ref, force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass

@@ -80,8 +80,27 @@ def py(sandbox, code, **kw):
 
 
 def sandbox_processes():
-    out = subprocess.run(["ps", "-eo", "pid,user,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "nobody" in line or "65534" in line.split()[1:2]]
+    """Live processes of uid 65534 in a PID namespace other than the host's (where every sandboxed process
+    runs; the host-side workers of other suites that run as nobody do not count), not in another process's
+    sandbox cgroup. Not zombies: bubblewrap, started as that uid, leaves one helper to the host's init to
+    reap (as it did as root, where this listing did not see it), and a zombie runs nothing."""
+    out = subprocess.run(["ps", "-eo", "pid,user,stat,args"], capture_output=True, text=True).stdout
+    host_ns = os.readlink("/proc/self/ns/pid")
+    live = []
+    for line in out.splitlines()[1:]:
+        pid, user, stat = line.split()[:3]
+        if user not in ("nobody", "65534") or stat.startswith("Z"):
+            continue
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == host_ns:
+                continue
+            cg = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if "/cycleqd/run-" in cg and f"/cycleqd/run-{os.getpid()}-" not in cg:
+            continue
+        live.append(line)
+    return live
 
 
 def test_a_normal_program_runs(sandbox):
@@ -171,3 +190,100 @@ def test_collected_files_are_regular_files_of_the_run_only(sandbox, host_secret)
     assert r.status == ExecStatus.OK, r
     assert r.detail["files"] == {"ok.txt": b"mine\n", "link.txt": None, "dir.txt": None, "missing.txt": None,
                                  "sub/passwd": None, f"up/{host_secret.name}": None}
+
+
+# -- issue 13: lifting limits, host state, the next run ---------------------------------------------------
+SWAPPINESS = Path("/proc/sys/vm/swappiness").read_text().strip()  # written back as is: a success changes nothing
+# the issue's reproduction: a user namespace of its own, the v1 cgroups mounted there, the limits raised
+UNSHARE_CGROUPS = """
+import ctypes, glob, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+uid = os.getuid()
+if libc.unshare(0x10000000 | 0x20000 | 0x02000000) != 0:  # CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP
+    print("UNSHARE-DENIED", ctypes.get_errno())
+else:
+    print("UNSHARED")
+    open("/proc/self/uid_map", "w").write(f"0 {uid} 1")
+    for ctl in ("pids", "memory"):
+        os.makedirs(f"/tmp/cg-{ctl}", exist_ok=True)
+        print("MOUNT", ctl, libc.mount(b"none", f"/tmp/cg-{ctl}".encode(), b"cgroup", 0, ctl.encode()))
+    for path in glob.glob("/tmp/cg-*/**/pids.max", recursive=True) + glob.glob("/tmp/cg-*/**/memory.limit_in_bytes", recursive=True):
+        try:
+            open(path, "w").write("max" if "pids" in path else str(1 << 30)); print("RAISED", path)
+        except OSError as e:
+            print("DENIED", path, e.errno)
+n = 0
+for _ in range(60):
+    try:
+        if os.fork() == 0:
+            time.sleep(2); os._exit(0)
+        n += 1
+    except OSError:
+        break
+print("FORKED", n)
+"""
+LIFTS = {
+    "lift limits: own user namespace, cgroups mounted and raised": (UNSHARE_CGROUPS, ["RAISED", "UNSHARED"]),
+    "lift limits: raise the rlimits": ("import resource\nfor r in (resource.RLIMIT_NOFILE, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE):\n"
+                                       "    s, h = resource.getrlimit(r)\n    if h == resource.RLIM_INFINITY:\n        continue  # nothing to lift (Docker bounds CPU by the wall clock)\n    try:\n        resource.setrlimit(r, (h * 2 + 10, h * 2 + 10)); print('RAISED', r)\n"
+                                       "    except (ValueError, OSError):\n        print('kept', r)", ["RAISED"]),
+    "lift limits: write the cgroup files": ("import glob\nfor p in glob.glob('/sys/fs/cgroup/**/pids.max', recursive=True) + glob.glob('/sys/fs/cgroup/**/memory.limit_in_bytes', recursive=True) + glob.glob('/sys/fs/cgroup/**/memory.max', recursive=True):\n"
+                                            "    try:\n        open(p, 'w').write('max'); print('RAISED', p)\n    except OSError:\n        print('denied', p)", ["RAISED"]),
+    # issue 13, item 7 and its relatives
+    "change host state: a kernel setting": (f"open('/proc/sys/vm/swappiness', 'w').write('{SWAPPINESS}'); print('SYSCTL')", ["SYSCTL"]),
+    "change host state: the sysrq trigger": ("open('/proc/sysrq-trigger', 'w').write('h'); print('SYSRQ')", ["SYSRQ"]),
+    "change host state: remount the root read-write": ("import ctypes\nlibc = ctypes.CDLL(None)\n"
+                                                       "print('REMOUNTED' if libc.mount(None, b'/', None, 32 | 33554432 | 4096, None) == 0 else 'denied')", ["REMOUNTED"]),
+    "escape: enter the host's mount namespace": ("import os\nfd = os.open('/proc/1/ns/mnt', os.O_RDONLY)\n"
+                                                 "import ctypes\nprint('SETNS' if ctypes.CDLL(None).setns(fd, 0) == 0 else 'denied')", ["SETNS"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIFTS))
+def test_limits_and_host_state_out_of_reach(sandbox, name):
+    code, markers = LIFTS[name]
+    r = py(sandbox, code)
+    out = r.stdout + r.stderr
+    assert r.status != ExecStatus.ENV_ERROR, r.detail
+    for m in markers:
+        assert m.encode() not in out, (name, out[-500:])
+    if "FORKED" in code:
+        assert int(out.split(b"FORKED")[1].split()[0]) < LIMITS.pids, out[-300:]
+    assert Path("/proc/sys/vm/swappiness").read_text().strip() == SWAPPINESS
+    time.sleep(0.1)
+    assert not sandbox_processes(), sandbox_processes()
+
+
+def test_nothing_reaches_the_next_run(sandbox):
+    """Poison the next sample: a run's /tmp, /dev/shm and workdir die with it."""
+    r = sandbox.run(["bash", "-c", "echo p > /tmp/poison; echo p > /dev/shm/poison; echo p > /work/poison; "
+                                   "echo p > $HOME/.poison 2>/dev/null; echo planted"], files={})
+    assert b"planted" in r.stdout, r
+    r = sandbox.run(["bash", "-c", "cat /tmp/poison /dev/shm/poison /work/poison $HOME/.poison 2>/dev/null; echo end"], files={})
+    assert r.stdout == b"end\n", r
+
+
+def test_no_cgroup_mount_or_container_is_left_behind(sandbox, monkeypatch):
+    """After hostile runs (the cgroup attack among them), nothing of this process's runs stays on the
+    host: no cgroup directory, no mount, no directory (local), no container or volume (Docker)."""
+    import envs.sandbox.local as local
+
+    made = []
+    real_mkdtemp = local.tempfile.mkdtemp
+    monkeypatch.setattr(local.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    py(sandbox, UNSHARE_CGROUPS)
+    sandbox.run(["bash", "-c", "mkdir -p /work/d && (sleep 100 &) ; echo x"], files={"a/b.txt": "x"})
+    me = f"run-{os.getpid()}-"
+    left = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/cycleqd/{me}*")] + \
+           [str(p) for p in Path("/sys/fs/cgroup").glob(f"cycleqd/{me}*")]
+    assert not left, left
+    if isinstance(sandbox, local.LocalSandbox):
+        assert len(made) == 2
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert not [d for d in made if d in mounts or os.path.exists(d)], made
+    else:
+        from envs.docker_engine import client
+
+        mine = {"label": f"cycleqd.pid={os.getpid()}"}
+        assert not client().containers.list(all=True, filters=mine)
+        assert not client().volumes.list(filters=mine)

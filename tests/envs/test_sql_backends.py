@@ -102,3 +102,19 @@ def test_hostile_statement_is_contained(backend, name):
     other = backend.create(TABLE, "after")
     assert other.execute("SELECT count(*) FROM `my table`").rows == [(3,)]
     other.close()
+
+
+def test_a_long_result_is_cut_and_the_session_goes_on(backend):
+    """Rows past MAX_FETCH_ROWS are never fetched (MariaDB: the streamed query is killed), and the
+    sample's session, temporary tables included, is still there for its next statement."""
+    from envs.sql.base import MAX_FETCH_ROWS
+
+    db = backend.create(TABLE, "long")
+    try:
+        assert db.execute("CREATE TEMPORARY TABLE tmp (x TEXT)").error is None
+        r = db.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) SELECT x FROM c")
+        assert r.error is None and len(r.rows) == MAX_FETCH_ROWS and r.rows[0] == (1,)
+        assert db.execute("SELECT count(*) FROM tmp").rows == [(0,)]
+        assert db.execute("SELECT count(*) FROM `my table`").rows == [(3,)]
+    finally:
+        db.close()
