@@ -45,7 +45,7 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
         ref_rows, got_rows = reference[table], report.get(table, {})
 
         def canon(name: str) -> str:  # learned hyper-parameters / weights are part of some labels
-            return name.split(" (")[0] if name.startswith(("Merge: TIES", "Merge: DARE", "Learned")) else name
+            return name.split(" (")[0] if name.startswith(("Merge: TIES", "Merge: DARE", "Merge: task arithmetic", "Learned")) else name
 
         got_by = {canon(k): v for k, v in got_rows.items()}
         for name, ref in ref_rows.items():
