@@ -40,6 +40,7 @@ from envs.rootfs import cache_root
 from harness.domain import DomainContext, build_domain
 from harness.episodes import ScriptedAgent
 from harness.errors import ConfigError
+from harness.runner.checkpoint import atomic_write_json
 from harness.worlds import publish_stage as _stage
 from harness.worlds import register_builder
 
@@ -251,9 +252,14 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     # union of the three families (factor 3: each family seen as often as by its expert)
     ad_steps = int(round(float(r.get("all_data_steps_factor", 1.0)) * r["finetune_steps"]))
     out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, ad_steps)))
-    bt = root / "build_timings.json"
-    prev = json.loads(bt.read_text()) if bt.exists() else {}
-    bt.write_text(json.dumps({**prev, **{k: v for k, v in timings.items() if v > 0.05}}, indent=1))
+    new = {k: v for k, v in timings.items() if v > 0.05}
+    if new:  # only a build writes: runs that find the world cached (often several processes at once) only read
+        bt = root / "build_timings.json"
+        try:
+            prev = json.loads(bt.read_text()) if bt.exists() else {}
+        except ValueError:
+            prev = {}
+        atomic_write_json(bt, {**prev, **new}, indent=1)
     return out
 
 
