@@ -17,7 +17,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.domain import parse_params
+from harness.domain import Domain, parse_params
 from harness.errors import ConfigError
 from harness.registry import (
     DOMAINS,
@@ -262,6 +262,10 @@ def validate(cfg: DictConfig) -> None:
         cls = DOMAINS.get(t.domain)
         params = OmegaConf.to_container(t.params)
         parse_params(cls, params, f"tasks.{i}.params")
+        for key in ("race_chunk", "validation_fraction"):
+            if cfg.runner[key] and getattr(cls, "instances", None) is Domain.instances:
+                raise ConfigError(f"runner.{key}: task {t.name!r} (domain {t.domain!r}) cannot be scored in chunks "
+                                  f"(it has no Domain.instances); unset {key}")
         if isinstance(params.get("engine"), dict):
             validate_engine({**OmegaConf.to_container(cfg.engine), **params["engine"]}, f"tasks.{i}.params.engine")
 

@@ -151,6 +151,7 @@ def test_race_chunk_refuses_a_domain_that_scores_only_whole_splits(tmp_path):
             "tasks.0.params={}"]
     with pytest.raises(ConfigError, match="runner.race_chunk: task 'task0'.*cannot be scored in chunks"):
         run_from_config(VECTOR_WORLD, over, run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused at load, before the run directory is written
 
 
 def test_race_chunk_must_be_positive(tmp_path):
