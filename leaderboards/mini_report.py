@@ -125,7 +125,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 </head><body><h1>CycleQD on the mini world</h1>
 <p>{html.escape(v)}. Scores in % on the test split. Building the world took {tm.get('build_world', 0):.0f} s,
 baselines {tm.get('baselines', 0):.0f} s, learned coefficients (CMA-ES / NSGA-II / policy gradient)
-{tm.get('cmaes', 0):.0f} / {tm.get('nsga2', 0):.0f} / {tm.get('pg', 0):.0f} s, the five CycleQD runs
+{tm.get('cmaes', 0):.0f} / {tm.get('nsga2', 0):.0f} / {tm.get('pg', 0):.0f} s, the CycleQD runs
 {tm.get('cycleqd_runs', 0):.0f} s (total {tm.get('total', 0):.0f} s); CycleQD speed:
 {sp.get('generations_per_hour') or 0:.0f} generations per hour.</p>
 <p>{html.escape(regime_text(report.get("regime"), tasks))}</p>
