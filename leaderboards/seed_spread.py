@@ -20,7 +20,7 @@ from typing import Sequence
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 
-_DETAIL = re.compile(r" \([^()]*=[^()]*\)$")  # a per-seed detail such as " (lambda=1.2)" or " (w=[...])"
+_DETAIL = re.compile(r" \([^()]*[=:][^()]*\)$")  # a per-seed detail: " (lambda=1.2)", " (w=[...])", " ({\"density\": 0.5})"
 
 
 def row_key(label: str) -> str:

@@ -29,7 +29,7 @@ def write(tmp_path, reports):
 
 
 def test_row_key_drops_per_seed_details_only():
-    assert row_key("Merge: TIES (density=0.5)") == "Merge: TIES"
+    assert row_key("Merge: TIES (density=0.5)") == "Merge: TIES" == row_key("Merge: TIES ({\"density\": 0.2})")
     assert row_key("Learned coefficients: CMA-ES (w=[0.1, 0.2])") == "Learned coefficients: CMA-ES"
     assert row_key("CycleQD (100 generations)") == "CycleQD (100 generations)"
 
