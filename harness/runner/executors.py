@@ -17,7 +17,6 @@ per worker (weights are swapped in place per job). ``ray`` runs one actor per sl
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import os
 import threading
@@ -30,10 +29,8 @@ import torch
 
 from harness.errors import ConfigError
 from harness.runner.ray_executor import RayExecutor
-from harness.runner.retry import MAX_ATTEMPTS, died
+from harness.runner.retry import relay
 from harness.runner.worker import Evaluator
-
-log = logging.getLogger("cycleqd")
 
 
 class Executor:
@@ -135,26 +132,13 @@ class ProcessExecutor(Executor):
         def done(f: Future) -> None:
             with self._lock:
                 slot.busy -= 1
-            exc = f.exception()
-            if isinstance(exc, BrokenProcessPool):
-                with self._lock:
+                dead = isinstance(f.exception(), BrokenProcessPool)
+                if dead:
                     slot.restart(gen)
-                if attempt >= MAX_ATTEMPTS:
-                    out.set_result(died(args[0], attempt, "worker process ended abruptly"))
-                    return
-                log.warning("worker %d died while scoring %s; handing the job out again (attempt %d)",
-                            slot.index, args[0], attempt + 1)
-                self._dispatch(out, args, attempt + 1)
-            elif exc is not None:
-                out.set_exception(exc)
-            else:
-                out.set_result(f.result())
+            relay(out, f, attempt=attempt, job=args[0], again=lambda a: self._dispatch(out, args, a),
+                  died_of=f"worker {slot.index} died" if dead else None)
 
         inner.add_done_callback(done)
-
-    def worker_pids(self) -> list[int]:
-        """The live worker processes (for tests that kill one)."""
-        return [pid for s in self.slots for pid in (s.pool._processes or {})]
 
     def close(self) -> None:
         for s in self.slots:

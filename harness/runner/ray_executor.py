@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from harness.errors import ConfigError
-from harness.runner.retry import MAX_ATTEMPTS, died
+from harness.runner.retry import relay
 from harness.runner.worker import Evaluator
 
 log = logging.getLogger("cycleqd")
@@ -75,23 +75,13 @@ class RayExecutor:
         inner = actor.evaluate.remote(*args).future()
 
         def done(f: Future) -> None:
+            dead = isinstance(f.exception(), self.ray.exceptions.RayActorError)
             with self._lock:
                 self.busy[i] -= 1
-            exc = f.exception()
-            if exc is not None and isinstance(exc, self.ray.exceptions.RayActorError):
-                with self._lock:
-                    if self.actors[i] is actor:  # one replacement per death
-                        self.actors[i] = self._remote.remote(*self._args)
-                if attempt >= MAX_ATTEMPTS:
-                    out.set_result(died(args[0], attempt, "Ray actor died"))
-                    return
-                log.warning("Ray actor %d died while scoring %s; handing the job out again (attempt %d)",
-                            i, args[0], attempt + 1)
-                self._dispatch(out, args, attempt + 1)
-            elif exc is not None:
-                out.set_exception(exc)
-            else:
-                out.set_result(f.result())
+                if dead and self.actors[i] is actor:  # one replacement per death
+                    self.actors[i] = self._remote.remote(*self._args)
+            relay(out, f, attempt=attempt, job=args[0], again=lambda a: self._dispatch(out, args, a),
+                  died_of=f"Ray actor {i} died" if dead else None)
 
         inner.add_done_callback(done)
 

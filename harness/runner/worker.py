@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from harness.domain import DomainContext, TaskResult, build_domain
-from harness.errors import ConfigError, NonFiniteError
+from harness.errors import NonFiniteError
 from harness.heartbeat import Heartbeat
 from harness.qd.racing import ArchiveGate, any_could_enter, reach
 from harness.runner.score_cache import ScoreCache
@@ -63,12 +63,6 @@ class Evaluator:
         self.heartbeat = Heartbeat(float(self.cfg.runner.get("heartbeat_s", 30.0)))
         for d in self.domains.values():
             d.setup()
-        for key in ("race_chunk", "validation_fraction"):
-            if self.cfg.runner.get(key):
-                for name, d in self.domains.items():
-                    if d.instances(self.cfg.runner.opt_split) is None:
-                        raise ConfigError(f"runner.{key}: task {name!r} (domain {d.name!r}) cannot be scored in "
-                                          f"chunks (it has no Domain.instances); unset {key}")
         self.cache = None
         if self.cfg.runner.get("score_cache"):
             self.cache = ScoreCache(self.cfg.runner.score_cache, tasks=OmegaConf.to_container(self.cfg.tasks),
