@@ -35,7 +35,7 @@ from harness.worlds import publish_stage
 FAMILIES = ("code", "os", "db")
 VERSION = 2  # bump when the items change: the folder name carries it, so old task folders are not reused
 
-CHOICE_YAML = """# written by domains/mini/retention_tasks.py; data: {data}
+YAML_HEAD = """# written by domains/mini/retention_tasks.py; data: {data}
 task: {name}
 tag: mini_retention
 dataset_path: json
@@ -43,7 +43,8 @@ dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
-output_type: multiple_choice
+"""  # what both task kinds share: a local JSON file, one test split
+CHOICE_YAML = YAML_HEAD + """output_type: multiple_choice
 doc_to_text: context
 doc_to_choice: choices
 doc_to_target: label
@@ -53,15 +54,7 @@ metric_list:
   - {{metric: acc_norm, aggregation: mean, higher_is_better: true}}
 metadata: {{version: {version}}}
 """
-REPLY_YAML = """# written by domains/mini/retention_tasks.py; data: {data}
-task: {name}
-tag: mini_retention
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: loglikelihood
+REPLY_YAML = YAML_HEAD + """output_type: loglikelihood
 doc_to_text: context
 doc_to_target: reply
 target_delimiter: ""
