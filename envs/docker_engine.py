@@ -11,6 +11,7 @@ from the cached root filesystem (a ``tar`` stream into the engine's image import
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +42,25 @@ def _sdk():
 def owner_labels() -> dict[str, str]:
     """Labels of everything this process creates in the engine (``reap`` removes them once it is gone)."""
     return {LABEL: "1", f"{LABEL}.pid": str(os.getpid())}
+
+
+def discard(obj, attempts: int = 6) -> bool:
+    """Remove a container or volume of ours (``force``), retrying what a busy engine refuses for a while
+    (a removal already in progress, a root filesystem still busy, a read timeout): a sandbox must not
+    leave its container behind because the engine was slow once. True when it is gone."""
+    for i in range(attempts):
+        try:
+            obj.remove(force=True)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the SDK's APIError or the HTTP library's timeouts
+            if docker is not None and isinstance(exc, docker.errors.NotFound):
+                return True
+            if i == attempts - 1:
+                logging.getLogger("cycleqd").warning("docker: could not remove %s: %s (reap removes it once "
+                                                     "this process is gone)", getattr(obj, "id", obj), exc)
+                return False
+            time.sleep(0.1 * 2 ** i)
+    return False
 
 
 def _answers(host: str) -> bool:
@@ -189,18 +209,11 @@ def reap(cl=None) -> int:
     for c in cl.containers.list(all=True, filters={"label": LABEL}):
         if _owner_alive(c.labels):
             continue
-        try:
-            c.remove(force=True)
-            n += 1
-        except docker.errors.NotFound:
-            pass
+        n += discard(c)
     for v in cl.volumes.list(filters={"label": LABEL}):
         if _owner_alive(v.attrs.get("Labels")):
             continue
-        try:
-            v.remove(force=True)
-        except docker.errors.APIError:  # still in use by a live container, or gone
-            pass
+        discard(v, attempts=1)  # one still in use by a live container stays
     for im in cl.images.list(filters={"label": LABEL}):  # the OS judge's commits of episodes
         if _owner_alive((im.attrs.get("Config") or {}).get("Labels")):
             continue

@@ -28,7 +28,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
-from envs.docker_engine import client, ensure_image, owner_labels
+from envs.docker_engine import client, discard, ensure_image, owner_labels
 from envs.rootfs import ensure_rootfs
 from envs.sandbox import judge_root
 from envs.sandbox.base import CappedOutput, CodeSandbox, ExecResult, ExecStatus, Limits
@@ -60,9 +60,16 @@ def _container(image: str, lim: Limits, read_only: bool = False, tmpfs: Mapping[
               environment={"HOME": "/root", "LANG": "C.UTF-8"}, ulimits=ulimits)
     kw.update(extra)
     argv = list(command or ["sleep", "infinity"])
+    c = cl.containers.create(image, argv, **kw)
     if detach_run:
-        return cl.containers.run(image, argv, detach=True, **kw)
-    return cl.containers.create(image, argv, **kw)
+        # started here rather than by ``containers.run``, which leaves the created container behind
+        # when its start fails
+        try:
+            c.start()
+        except BaseException:
+            discard(c)
+            raise
+    return c
 
 
 class _Exec:
@@ -333,10 +340,7 @@ class DockerShell(InteractiveShell):
             return None, f"docker: the isolated view did not run: {str(exc)[-300:]}", ExecStatus.ENV_ERROR
         finally:
             if c is not None:
-                try:
-                    c.remove(force=True)
-                except docker.errors.APIError:
-                    pass
+                discard(c)
 
     def seal(self) -> None:
         """Kill the episode's container (every process of the agent), commit its files and start the judge's
@@ -365,10 +369,7 @@ class DockerShell(InteractiveShell):
             self.shell = None
         for c in (self.judge, self.container):
             if c is not None:
-                try:
-                    c.remove(force=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+                discard(c)
         self.judge = self.container = None
         for ref in self.images:
             try:
@@ -471,10 +472,7 @@ class DockerSandbox(CodeSandbox):
         finally:
             for obj in (c, vol):
                 if obj is not None:
-                    try:
-                        obj.remove(force=True)
-                    except docker.errors.APIError:
-                        pass
+                    discard(obj)
 
     @staticmethod
     def _kill_run(c) -> None:

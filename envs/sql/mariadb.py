@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from envs.docker_engine import client, ensure_image, owner_labels
+from envs.docker_engine import client, discard, ensure_image, owner_labels
 from envs.rootfs import ensure_rootfs
 from envs.sql.base import (
     MAX_FETCH_ROWS,
@@ -180,10 +180,7 @@ class MariaDBDockerServer:
         atexit.register(self.close)
 
     def close(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        discard(self.container)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

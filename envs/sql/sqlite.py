@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -163,6 +164,17 @@ def _close_zygote() -> None:
         z.close()
 
 
+def _has_left(sock: socket.socket) -> bool:
+    """Whether an idle child closed its end (it exits after a sample that grew its address space, or
+    died): its socket is readable at once and reads as the end. (A plain non-blocking peek would wait
+    for the socket's own timeout.)"""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def _fork(memory_bytes: int, reuse: bool = True) -> tuple[_Zygote, int, socket.socket, int]:
     """A child for one sample: an idle one that served earlier samples cleanly (``reuse``), else a fresh
     one; with the number of samples it served before."""
@@ -170,10 +182,16 @@ def _fork(memory_bytes: int, reuse: bool = True) -> tuple[_Zygote, int, socket.s
         z = _zygote(fresh)
         if reuse:
             with z.lock:
-                for i, (mem, pid, sock, uses) in enumerate(z.idle):
-                    if mem == memory_bytes:
-                        del z.idle[i]
-                        return z, pid, sock, uses
+                # the most recently returned first (the warmest); one that left since is dropped here
+                for i in reversed(range(len(z.idle))):
+                    mem, pid, sock, uses = z.idle[i]
+                    if mem != memory_bytes:
+                        continue
+                    del z.idle[i]
+                    if _has_left(sock):
+                        sock.close()
+                        continue
+                    return z, pid, sock, uses
         try:
             return (z, *z.fork(memory_bytes), 0)
         except (OSError, ValueError, KeyError):

@@ -84,3 +84,27 @@ def test_reap_removes_the_judges_commits_of_a_crashed_run():
                 cl.images.remove(ref, force=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+
+class _Busy:
+    """A container whose engine refuses ``fails`` removals first (a removal in progress, a busy root fs)."""
+
+    def __init__(self, fails: int, exc: Exception):
+        self.fails, self.exc, self.calls = fails, exc, 0
+
+    def remove(self, force: bool = False) -> None:
+        assert force
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.exc
+
+
+def test_discard_retries_what_a_busy_engine_refuses(monkeypatch):
+    docker = pytest.importorskip("docker")
+    monkeypatch.setattr(docker_engine.time, "sleep", lambda s: None)
+    busy = _Busy(3, docker.errors.APIError("409 removal of container is already in progress"))
+    assert docker_engine.discard(busy) and busy.calls == 4
+    gone = _Busy(1, docker.errors.NotFound("404 no such container"))
+    assert docker_engine.discard(gone) and gone.calls == 1
+    stuck = _Busy(100, TimeoutError("read timed out"))
+    assert not docker_engine.discard(stuck, attempts=3) and stuck.calls == 3

@@ -387,3 +387,32 @@ def test_a_reused_worker_starts_clean_and_a_failed_one_is_never_reused():
     c = backend.create(TABLE, "c")
     assert c.pid != pid and c.execute("SELECT count(*) FROM `my table`").rows == [(3,)]
     c.close()
+
+
+def test_idle_workers_that_died_are_dropped_not_handed_out():
+    """Idle children can leave between samples (one whose address space grew exits after its reset; one
+    can be killed): the next sample gets a live child, every dead one is dropped on the way, and the live
+    child that served last is the one reused after it."""
+    backend = SQLiteBackend(timeout_s=TIMEOUT_S)
+    first = [backend.create(TABLE, t) for t in ("a1", "a2")]
+    for db in first:
+        assert db.execute("SELECT 1").rows == [(1,)]
+    dead = [db.pid for db in first]
+    for db in first:
+        db.close()
+    for pid in dead:
+        os.kill(pid, signal.SIGKILL)
+    for pid in dead:  # until the worker has reaped them
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+    b = backend.create(TABLE, "b")
+    assert b.pid not in dead and b.uses == 0
+    assert b.execute("SELECT count(*) FROM `my table`").rows == [(3,)]
+    b.close()
+    c = backend.create(TABLE, "c")
+    assert c.pid == b.pid and c.uses == 1
+    c.close()
