@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -125,8 +126,12 @@ def check_os_sample(row: dict) -> str | None:
 
 
 class OSEpisode(Episode):
+    """One OS task. Its environment (a fresh shell, the sample's init and start scripts, the expected
+    answer of a null check step) depends on nothing the agent says, so with a ``pool`` it is made in a
+    thread while the agent writes its first reply; the episode waits for it at its first step."""
+
     def __init__(self, sample_id: str, sample: dict, prefix: list[dict], make_env, round_limit: int,
-                 action_timeout: float):
+                 action_timeout: float, *, pool: Executor | None = None):
         self.sample_id, self.sample = sample_id, sample
         self.round_limit, self.action_timeout = round_limit, action_timeout
         self.messages = prefix + [{"role": "user", "content": "Now, I will start a new problem in a new OS. "
@@ -134,8 +139,17 @@ class OSEpisode(Episode):
         self.done, self.turn, self.rounds = False, 0, 0
         self.env = None
         self.expected: tuple[int | None, str, ExecStatus] | None = None  # the example's run, before the agent
+        self._make_env = make_env
+        self._preparing: Future | None = None
+        if pool is None:
+            self._prepare()
+        else:
+            self._preparing = pool.submit(self._prepare)
+
+    def _prepare(self) -> None:
+        sample, sample_id = self.sample, self.sample_id
         try:
-            self.env = make_env()
+            self.env = self._make_env()
             for lang, code in sample.get("init_script") or []:
                 rc, out, st = self.env.exec(interpreter(lang, code), timeout=60)
                 if rc != 0:
@@ -154,7 +168,20 @@ class OSEpisode(Episode):
         except HarnessError as exc:
             self._finish(SampleStatus.ENV_ERROR, 0.0, {"error": str(exc)})
 
+    def _ready(self) -> bool:
+        """Wait for the environment; False when the episode already ended (it could not be made)."""
+        if self._preparing is not None:
+            fut, self._preparing = self._preparing, None
+            fut.result()  # a harness bug in the setup surfaces here, as it would have in the constructor
+        return not self.done
+
+    def close_on_context_limit(self) -> None:
+        if self._ready():  # an environment that could not be made stays the harness's error
+            super().close_on_context_limit()
+
     def step(self, reply: str) -> None:
+        if not self._ready():
+            return
         self.messages.append({"role": "assistant", "content": reply})
         action, content = parse_action(reply)
         if action is None:
@@ -209,6 +236,9 @@ class OSEpisode(Episode):
         return True, log
 
     def close(self) -> None:
+        if self._preparing is not None:  # never leave an environment being made behind
+            futures_wait([self._preparing])
+            self._preparing = None
         if self.env is not None:
             self.env.close()
             self.env = None
@@ -291,14 +321,18 @@ class OSDomain(AgentDomain):
         p = self.params
         results: dict[int, SampleResult] = {}
         # environments are made lazily, batch by batch, so at most batch_size exist at once; making and
-        # destroying one is mostly waiting on mount / unshare / cgroup processes, so a few threads do it
+        # destroying one is mostly waiting on mount / unshare / cgroup processes, so a few threads do it,
+        # while the agent writes the batch's first replies (an episode whose environment could not be
+        # made ends at its first step, with the same ENV_ERROR as before)
         with ThreadPoolExecutor(max(1, p.env_workers)) as pool:
             for start in range(0, len(idx), p.batch_size):
                 chunk = idx[start : start + p.batch_size]
-                eps = list(pool.map(lambda i: OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env,
-                                                        p.round_limit, p.action_timeout), chunk))
-                run_episodes([e for e in eps if not e.done], agent, batch_size=p.batch_size)
-                list(pool.map(lambda e: e.close(), eps))
+                eps = [OSEpisode(f"os/{i}", samples[i], list(self.prefix), self.make_env, p.round_limit,
+                                 p.action_timeout, pool=pool) for i in chunk]
+                try:
+                    run_episodes(eps, agent, batch_size=p.batch_size)
+                finally:
+                    list(pool.map(lambda e: e.close(), eps))
                 for i, e in zip(chunk, eps):
                     results[i] = e.result
         res = [results[i] for i in idx]

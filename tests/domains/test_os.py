@@ -202,3 +202,49 @@ def test_wrong_agents(osdomain, kind, status):
     r = osdomain.run(osdomain.scripted_agent(kind), range(0, 170, 9))
     assert sum(s.score for s in r.samples) <= 1  # answering 0 can be right once in a while
     assert r.status_counts().get(status.value, 0) >= len(r.samples) - 2
+
+
+def test_environments_are_made_while_the_agent_writes_its_first_reply():
+    """The environment of an episode depends on nothing the agent says: it is made in a thread while the
+    agent writes its first reply (the make_env below only finishes once the agent has been asked, so made
+    one after the other it would time out). One that cannot be made still ends as the harness's error."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from domains.os_interaction import OSEpisode
+    from harness.domain import SampleStatus
+    from harness.episodes import Agent, run_episodes
+    from harness.errors import HarnessError
+
+    asked = threading.Event()
+
+    class Env:
+        def close(self):
+            pass
+
+    def make_env():
+        if not asked.wait(10):
+            raise HarnessError("made before the agent was asked")
+        return Env()
+
+    def broken_env():
+        raise HarnessError("no shell today")
+
+    class Answers(Agent):
+        def __init__(self):
+            self.calls = 0
+
+        def respond(self, requests):
+            self.calls += 1
+            asked.set()
+            return ["Think: easy.\n\nAct: answer(4)"] * len(requests)
+
+    sample = {"description": "2 + 2?", "match": {"answer": "4"}}
+    agent = Answers()
+    with ThreadPoolExecutor(2) as pool:
+        eps = [OSEpisode("os/0", sample, [], make_env, 3, 5.0, pool=pool),
+               OSEpisode("os/1", sample, [], broken_env, 3, 5.0, pool=pool)]
+        run_episodes(eps, agent, batch_size=2)
+    assert agent.calls == 1
+    assert eps[0].result.status == SampleStatus.SOLVED, eps[0].result
+    assert eps[1].result.status == SampleStatus.ENV_ERROR and "no shell today" in eps[1].result.detail["error"]
