@@ -1,4 +1,4 @@
-"""The paper's Table 4 on the SAM mini world: CycleQD with K = 2 over each pair of the four experts.
+"""The paper's Table 4 on the SAM mini world: CycleQD with K = 2 over each pair of the five experts.
 
 For each pair (A, B) one CycleQD run of ``configs/sam_pairs.yaml`` (archives for A and B, each score the
 other's behaviour axis). Scores on the test split are normalised by each expert's own test score;
@@ -39,7 +39,7 @@ from leaderboards.regression import compare_table4
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "sam_pairs.yaml"
-SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA"}
+SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA", "crack": "CRK"}
 VARIANTS = {
     "quick": {"world": {"pretrain_steps": 1200, "finetune_steps": 300}, "generations": 30},
     "full": {"world": {}, "generations": 100},
@@ -277,6 +277,6 @@ def write_report(out: Path, report: dict, doms, states, overlays) -> None:
 
 
 LEADERBOARD = Leaderboard(
-    name="sam", description="the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4",
+    name="sam", description="the SAM mini world: five segmentation experts, pairwise CycleQD, Table 4",
     run=lambda variant, seed, out_dir, progress: run_table4(variant, seed, out_dir, progress=progress),
     compare=compare_table4, summary_file="table4.md")
