@@ -4,8 +4,9 @@
 the params and this package's source) and returns the paths. Stages are published atomically, so a
 killed build resumes. The base is trained from scratch on the generic ``shapes`` set with box prompts;
 each expert is fine-tuned from it on one task (``train_modules``: ``all``, ``decoder`` = the mask
-decoder only, or ``neck+decoder`` = the encoder's neck and the mask decoder), AdamW with warm-up and
-cosine decay, BCE + Dice on the instance masks.
+decoder only, or ``neck+decoder`` = the encoder's neck and the mask decoder) with ``finetune_optimizer``
+(default SGD with momentum: light fine-tunes, see the README's regime table; the base uses AdamW), warm-up
+and cosine decay, BCE + Dice on the instance masks.
 The ``sam`` builder hands a run the base, the experts it names and the data root.
 """
 
@@ -35,13 +36,13 @@ TASKS = ("camouflage", "polyp", "skin", "leaf", "crack")
 # parameter-name prefixes each ``train_modules`` choice trains (the rest stay at the base)
 TRAIN_MODULES = {"all": ("",), "decoder": ("mask_decoder.",), "neck+decoder": ("image_encoder.neck.", "mask_decoder.")}
 DEFAULTS: dict[str, Any] = {
-    "seed": 0, "n_pretrain": 600, "n_train": 200, "n_eval": 80, "pretrain_steps": 1500, "finetune_steps": 400,
-    "batch_size": 8, "pretrain_lr": 2e-3, "finetune_lr": 1e-3, "warmup": 30, "train_modules": "all",
-    "model": {"variant": "tiny"},
-}
+    "seed": 0, "n_pretrain": 600, "n_train": 200, "n_eval": 80, "pretrain_steps": 1500, "finetune_steps": 150,
+    "batch_size": 8, "pretrain_lr": 2e-3, "finetune_lr": 1e-2, "finetune_optimizer": "sgd", "warmup": 30,
+    "train_modules": "all", "model": {"variant": "tiny"},
+}  # the experts: light SGD fine-tunes of the whole model (the README's regime table says why)
 OPTIMIZERS = {"adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
               "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)}
-RECIPE_VERSION = 1  # bump when the build logic in this module changes what it produces
+RECIPE_VERSION = 2  # bump when the build logic in this module changes what it produces
 _SOURCES = ("synthetic.py", "modeling.py", "coco.py")
 
 
@@ -51,6 +52,8 @@ def recipe(**params) -> dict:
     if unknown:
         raise ConfigError(f"sam world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
     r = {**DEFAULTS, **params}
+    if r["finetune_optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"sam world: finetune_optimizer {r['finetune_optimizer']!r} is not one of {list(OPTIMIZERS)}")
     if r["train_modules"] not in TRAIN_MODULES:
         raise ConfigError(f"sam world: train_modules {r['train_modules']!r} is not one of {list(TRAIN_MODULES)}")
     here = Path(__file__).parent
@@ -161,7 +164,7 @@ def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
                 model.load_state_dict({k: rd.read(k) for k in rd.keys()})
             losses = train_sam(model, [ds(f"{t}_train")], steps=r["finetune_steps"], lr=r["finetune_lr"],
                                batch_size=r["batch_size"], warmup=r["warmup"], seed=r["seed"] + 1,
-                               modules=r["train_modules"], desc=f"fine-tune {t}" if progress else None)
+                               modules=r["train_modules"], optimizer=r["finetune_optimizer"], desc=f"fine-tune {t}" if progress else None)
             _save(model, tmp, {"stage": t, "loss_first": losses[0], "loss_last": sum(losses[-50:]) / 50})
 
         t0 = time.perf_counter()
