@@ -28,7 +28,10 @@ def test_micro_table4(tmp_path):
     box = {t: v["miou"] for t, v in rep["experts"]["box as mask"].items()}
     assert all(0.3 < v < 1 for t, v in box.items() if t != "crack")
     assert 0.05 < box["crack"] < 0.35  # a thin line fills little of its box: the box says little about the mask
-    assert rep["n_pairs"] == 10 and len(rep["r_avg_similarity_ci95"]) == 2
+    # r and its CI count only the pairs where both values are defined (a micro expert may score 0 on its task)
+    defined = [r for r in rep["table4"] if r["avg"] is not None and r["similarity"] is not None]
+    assert rep["n_pairs"] == len(defined) >= 4
+    assert (rep["r_avg_similarity_ci95"] is None) == (rep["r_avg_similarity"] is None)
     lo, hi = rep["similarity_range"]
     assert lo == min(r["similarity"] for r in rep["table4"]) and hi == max(r["similarity"] for r in rep["table4"])
     reg = rep["regime"]
@@ -36,7 +39,7 @@ def test_micro_table4(tmp_path):
     assert reg["own_gain"]["crack"] == pytest.approx(rep["experts"]["crack"]["crack"]["miou"]
                                                      - rep["experts"]["base"]["crack"]["miou"])
     md = (tmp_path / "table4.md").read_text()
-    assert "10 pairs" in md and f"similarities span {lo:.2f} to {hi:.2f}" in md and "own-task gain" in md
+    assert f"{len(defined)} pairs" in md and f"similarities span {lo:.2f} to {hi:.2f}" in md and "own-task gain" in md
     for name in ("table4.md", "table4.csv", "report.json", "index.html", "pair_leaf_crack/results.json"):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "index.html").read_text().count("data:image/png;base64,") == 20
