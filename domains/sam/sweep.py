@@ -96,7 +96,8 @@ def measure(out: Path, settings: list[str], *, pretrain_steps: int = 1200) -> li
                "tau_over_theta": norm}
         results.append(res)
         print(json.dumps(res), flush=True)
-        (out / "sweep.jsonl").open("a").write(json.dumps(res) + "\n")
+        with (out / "sweep.jsonl").open("a") as f:
+            f.write(json.dumps(res) + "\n")
     return results
 
 
