@@ -1,4 +1,4 @@
-"""The paper's Table 4 on the SAM mini world: CycleQD with K = 2 over each pair of the four experts.
+"""The paper's Table 4 on the SAM mini world: CycleQD with K = 2 over each pair of the five experts.
 
 For each pair (A, B) one CycleQD run of ``configs/sam_pairs.yaml`` (archives for A and B, each score the
 other's behaviour axis). Scores on the test split are normalised by each expert's own test score;
@@ -39,9 +39,9 @@ from leaderboards.regression import compare_table4
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "sam_pairs.yaml"
-SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA"}
+SHORT = {"camouflage": "CAM", "polyp": "POL", "skin": "SKL", "leaf": "LEA", "crack": "CRK"}
 VARIANTS = {
-    "quick": {"world": {"pretrain_steps": 1200, "finetune_steps": 300}, "generations": 30},
+    "quick": {"world": {"pretrain_steps": 1200}, "generations": 30},
     "full": {"world": {}, "generations": 100},
 }
 
@@ -169,9 +169,21 @@ def run_table4(variant_name: str = "quick", seed: int = 0, out_dir: Path | None 
               "similarity_range": _range([r["similarity"] for r in rows]),
               "timings": timings}
     n_pairs = sum(1 for r in rows if r["avg"] is not None and r["similarity"] is not None)
+    report["n_pairs"] = n_pairs
     report["r_avg_similarity_ci95"] = pearson_ci(report["r_avg_similarity"], n_pairs)
+    report["regime"] = regime(experts_table, TASKS)
     write_report(out, report, doms, states, overlays)
     return report
+
+
+def regime(experts_table: dict, tasks) -> dict:
+    """The paper's regime, measured: each expert's mIoU gain over the base on its own task (should be > 0)
+    and its mean change on the other tasks (a light fine-tune leaves them near the base's)."""
+    base = experts_table["base"]
+    own = {t: experts_table[t][t]["miou"] - base[t]["miou"] for t in tasks}
+    others = {t: sum(experts_table[t][o]["miou"] - base[o]["miou"] for o in tasks if o != t) / (len(tasks) - 1)
+              for t in tasks}
+    return {"own_gain": own, "others_change": others, "every_expert_beats_base": all(v > 0 for v in own.values())}
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -198,7 +210,8 @@ def markdown(report: dict) -> str:
     ci = report.get("r_avg_similarity_ci95")
     rng = report.get("similarity_range")
     lines += ["", f"Pearson r(Avg, Similarity) = {_f(report['r_avg_similarity'])}"
-                  + (f" (95% CI {_f(ci[0])} to {_f(ci[1])}, Fisher z, {len(report['table4'])} pairs)" if ci else "")
+                  + (f" (95% CI {_f(ci[0])} to {_f(ci[1])}, Fisher z, {report.get('n_pairs', len(report['table4']))} pairs)"
+                     if ci else f" ({report.get('n_pairs', len(report['table4']))} pairs)")
                   + (f"; similarities span {_f(rng[0])} to {_f(rng[1])}" if rng else "") + " (paper: 0.83); "
                   f"mean merge: r = {_f(report['r_mean_merge_similarity'])}", "",
               "### Experts (mIoU %, test split; COCO segm AP in parentheses)", "",
@@ -207,6 +220,13 @@ def markdown(report: dict) -> str:
         cells = [f"{_f(per[t]['miou'], True)}" + (f" ({_f(per[t]['ap'], True)})" if per[t]["ap"] is not None else "")
                  for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    reg = report.get("regime")
+    if reg:
+        lines += ["", "Regime (mIoU points against the base): own-task gain "
+                  + ", ".join(f"{SHORT[t]} {100 * reg['own_gain'][t]:+.1f}" for t in tasks)
+                  + "; mean change on the other tasks "
+                  + ", ".join(f"{SHORT[t]} {100 * reg['others_change'][t]:+.1f}" for t in tasks)
+                  + ("" if reg["every_expert_beats_base"] else " (NOT every expert beats the base on its own task)")]
     return "\n".join(lines) + "\n"
 
 
@@ -277,6 +297,6 @@ def write_report(out: Path, report: dict, doms, states, overlays) -> None:
 
 
 LEADERBOARD = Leaderboard(
-    name="sam", description="the SAM mini world: four segmentation experts, pairwise CycleQD, Table 4",
+    name="sam", description="the SAM mini world: five segmentation experts, pairwise CycleQD, Table 4",
     run=lambda variant, seed, out_dir, progress: run_table4(variant, seed, out_dir, progress=progress),
     compare=compare_table4, summary_file="table4.md")

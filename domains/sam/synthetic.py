@@ -1,10 +1,12 @@
-"""Synthetic COCO datasets for the SAM mini world, echoing the paper's four tasks.
+"""Synthetic COCO datasets for the SAM mini world: the paper's four tasks and a fifth that differs in kind.
 
 * ``shapes``: flat-colored ellipses and rectangles on noisy backgrounds (pretrains the tiny base);
 * ``camouflage``: an object filled with the background's own texture, slightly shifted in tone;
 * ``polyp``: bright, soft-edged round blobs in a reddish tissue-like texture;
 * ``skin``: dark irregular blobs on a skin-toned background;
-* ``leaf``: many small brown spots on a green leaf (many small instances: the odd one out).
+* ``leaf``: many small brown spots on a green leaf (many small instances);
+* ``crack``: one or two thin dark wandering lines on grey concrete (thin, elongated instances that fill
+  a small part of their box, so the box says little about the mask: a fifth task unlike the four blobs).
 
 Images are 64 x 64 RGB PNGs; annotations are COCO instance annotations with RLE masks (pycocotools).
 Everything is a function of (kind, seed).
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-KINDS = ("shapes", "camouflage", "polyp", "skin", "leaf")
+KINDS = ("shapes", "camouflage", "polyp", "skin", "leaf", "crack")
 SIZE = 64
 
 
@@ -41,6 +43,23 @@ def _blob(rng, cx, cy, r, irregular: float, size: int = SIZE) -> np.ndarray:
 def _rect(cx, cy, w, h, size: int = SIZE) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     return (np.abs(xx - cx) <= w / 2) & (np.abs(yy - cy) <= h / 2)
+
+
+def _crack(rng, width: float, size: int = SIZE) -> np.ndarray:
+    """A wandering polyline (a random walk with a slowly turning heading) thickened to ``width``."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    x, y = rng.uniform(10, size - 10, 2)
+    heading = rng.uniform(0, 2 * math.pi)
+    dist = np.full((size, size), np.inf)
+    for _ in range(int(rng.integers(8, 14))):
+        heading += rng.normal(0, 0.5)
+        nx, ny = np.clip(x + 4 * math.cos(heading), 2, size - 3), np.clip(y + 4 * math.sin(heading), 2, size - 3)
+        # distance of every pixel to the segment (x, y) -> (nx, ny)
+        dx, dy = nx - x, ny - y
+        t = np.clip(((xx - x) * dx + (yy - y) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+        dist = np.minimum(dist, np.hypot(xx - (x + t * dx), yy - (y + t * dy)))
+        x, y = nx, ny
+    return dist <= width / 2
 
 
 def _texture(rng, base, amp, cells) -> np.ndarray:
@@ -93,6 +112,15 @@ def make_image(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, list[np
                 m = _blob(rng, cx, cy, rng.uniform(2.5, 5), 0.2) & leaf
                 if m.sum() >= 12 and not any((m & o).any() for o in masks):
                     img[m] = rng.uniform((110, 60, 20), (150, 90, 40))
+                    masks.append(m)
+                    break
+    elif kind == "crack":
+        img = _texture(rng, rng.uniform(130, 175) * np.ones(3), 50, 12)
+        for _ in range(rng.integers(1, 3)):
+            for _try in range(20):
+                m = _crack(rng, rng.uniform(1.5, 2.6))
+                if m.sum() >= 20 and not any((m & o).any() for o in masks):
+                    img[m] = np.clip(img[m] * rng.uniform(0.25, 0.45), 0, 255)
                     masks.append(m)
                     break
     else:

@@ -1,10 +1,12 @@
-"""The SAM mini world: synthetic COCO datasets, a tiny SAM pretrained on shapes, four task experts.
+"""The SAM mini world: synthetic COCO datasets, a tiny SAM pretrained on shapes, five task experts.
 
 ``ensure_sam_world(**params)`` builds what is missing under ``<cache>/sam/<hash>`` (the hash covers
 the params and this package's source) and returns the paths. Stages are published atomically, so a
 killed build resumes. The base is trained from scratch on the generic ``shapes`` set with box prompts;
-each expert is fine-tuned from it on one task (``train_modules``: ``all`` or ``decoder`` = the mask
-decoder only), AdamW with warm-up and cosine decay, BCE + Dice on the instance masks.
+each expert is fine-tuned from it on one task (``train_modules``: ``all``, ``decoder`` = the mask
+decoder only, or ``neck+decoder`` = the encoder's neck and the mask decoder) with ``finetune_optimizer``
+(default SGD with momentum: light fine-tunes, see the README's regime table; the base uses AdamW), warm-up
+and cosine decay, BCE + Dice on the instance masks.
 The ``sam`` builder hands a run the base, the experts it names and the data root.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -31,13 +32,17 @@ from harness.schedules import warmup_cosine
 from harness.worlds import publish_stage as _stage
 from harness.worlds import register_builder
 
-TASKS = ("camouflage", "polyp", "skin", "leaf")
+TASKS = ("camouflage", "polyp", "skin", "leaf", "crack")
+# parameter-name prefixes each ``train_modules`` choice trains (the rest stay at the base)
+TRAIN_MODULES = {"all": ("",), "decoder": ("mask_decoder.",), "neck+decoder": ("image_encoder.neck.", "mask_decoder.")}
 DEFAULTS: dict[str, Any] = {
-    "seed": 0, "n_pretrain": 600, "n_train": 200, "n_eval": 80, "pretrain_steps": 1500, "finetune_steps": 400,
-    "batch_size": 8, "pretrain_lr": 2e-3, "finetune_lr": 1e-3, "warmup": 30, "train_modules": "all",
-    "model": {"variant": "tiny"},
-}
-RECIPE_VERSION = 1  # bump when the build logic in this module changes what it produces
+    "seed": 0, "n_pretrain": 600, "n_train": 200, "n_eval": 80, "pretrain_steps": 1500, "finetune_steps": 150,
+    "batch_size": 8, "pretrain_lr": 2e-3, "finetune_lr": 1e-2, "finetune_optimizer": "sgd", "warmup": 30,
+    "train_modules": "all", "model": {"variant": "tiny"},
+}  # the experts: light SGD fine-tunes of the whole model (the README's regime table says why)
+OPTIMIZERS = {"adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+              "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)}
+RECIPE_VERSION = 2  # bump when the build logic in this module changes what it produces
 _SOURCES = ("synthetic.py", "modeling.py", "coco.py")
 
 
@@ -47,8 +52,10 @@ def recipe(**params) -> dict:
     if unknown:
         raise ConfigError(f"sam world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
     r = {**DEFAULTS, **params}
-    if r["train_modules"] not in ("all", "decoder"):
-        raise ConfigError(f"sam world: train_modules {r['train_modules']!r} is not one of ['all', 'decoder']")
+    if r["finetune_optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"sam world: finetune_optimizer {r['finetune_optimizer']!r} is not one of {list(OPTIMIZERS)}")
+    if r["train_modules"] not in TRAIN_MODULES:
+        raise ConfigError(f"sam world: train_modules {r['train_modules']!r} is not one of {list(TRAIN_MODULES)}")
     here = Path(__file__).parent
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
@@ -65,14 +72,22 @@ def seg_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def train_sam(model, datasets: Sequence, *, steps: int, lr: float, batch_size: int, warmup: int, seed: int,
-              modules: str = "all", desc: str | None = None) -> list[float]:
-    """Box-prompted training on images drawn by a seeded sampler; boxes jittered by up to 2 pixels."""
+              modules: str = "all", optimizer: str = "adamw", desc: str | None = None) -> list[float]:
+    """Box-prompted training on images drawn by a seeded sampler; boxes jittered by up to 2 pixels.
+    ``optimizer``: ``adamw`` or ``sgd`` (momentum 0.9): AdamW moves every weight by about lr per step
+    whatever its gradient, SGD in proportion to it (see the README's regime table for what each gives)."""
 
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    params = [p for n, p in model.named_parameters() if modules == "all" or n.startswith("mask_decoder.")]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    params = []
+    for n, p in model.named_parameters():  # frozen parts get no gradient at all: a decoder-only step is cheaper
+        p.requires_grad_(n.startswith(TRAIN_MODULES[modules]))
+        if p.requires_grad:
+            params.append(p)
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"sam world: optimizer {optimizer!r} is not one of {list(OPTIMIZERS)}")
+    opt = OPTIMIZERS[optimizer](params, lr)
     pool = [(d, i) for d in datasets for i in range(len(d))]
     model.train()
     losses = []
@@ -120,7 +135,9 @@ def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
     t0 = time.perf_counter()
     data = _stage(root / "data", make_data)
     timings["data"] = time.perf_counter() - t0
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # one thread: on this 2-core machine shared with another job, two threads ran the tiny model's steps
+    # 8x slower (1 vs 8 steps/s), spinning against the other job; CycleQD's runs use one thread as well
+    torch.set_num_threads(1)
 
     def ds(name):
         return CocoSegmentation(data / name / "annotations.json", img_size=size)
@@ -147,7 +164,7 @@ def ensure_sam_world(progress: bool = True, **params) -> dict[str, Path]:
                 model.load_state_dict({k: rd.read(k) for k in rd.keys()})
             losses = train_sam(model, [ds(f"{t}_train")], steps=r["finetune_steps"], lr=r["finetune_lr"],
                                batch_size=r["batch_size"], warmup=r["warmup"], seed=r["seed"] + 1,
-                               modules=r["train_modules"], desc=f"fine-tune {t}" if progress else None)
+                               modules=r["train_modules"], optimizer=r["finetune_optimizer"], desc=f"fine-tune {t}" if progress else None)
             _save(model, tmp, {"stage": t, "loss_first": losses[0], "loss_last": sum(losses[-50:]) / 50})
 
         t0 = time.perf_counter()
