@@ -19,12 +19,16 @@ def trim_keep_count(n: int, density: float, count: str = "round") -> int:
     raise ValueError(f"unknown trim count rule {count!r} (round | floor_min1)")
 
 
+CHUNK = 1 << 18  # entries per block of the block-wise passes: a block's temporaries stay in the CPU's cache
+
+
 def magnitude_trim(tau: torch.Tensor, density: float, count: str = "round") -> torch.Tensor:
     """Keep the ``density`` fraction of entries with the largest magnitude (TIES 'trim'); zero the rest.
 
-    The threshold is the k-th largest magnitude (``kthvalue``, a selection, not a sort of the tensor); ties
-    at the threshold are broken by position (first ones kept), so exactly k entries survive
-    (``trim_keep_count``).
+    The threshold is the k-th largest magnitude, found by a radix selection (``kth_magnitude``: a histogram
+    of the top 16 bits of the magnitudes, then a selection among the one bucket that holds it), never a sort;
+    ties at the threshold are broken by position (first ones kept), so exactly k entries survive
+    (``trim_keep_count``). The passes run block by block, so no full-size temporary beyond the result.
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must be in [0, 1], got {density}")
@@ -34,15 +38,51 @@ def magnitude_trim(tau: torch.Tensor, density: float, count: str = "round") -> t
         return tau.clone()
     if k == 0:
         return torch.zeros_like(tau)
-    mag = tau.reshape(-1).abs().float()
-    thr = torch.kthvalue(mag, n - k + 1).values
-    keep = mag > thr
-    short = k - int(keep.sum())
-    if short > 0:  # entries equal to the threshold, first ones first
-        at = torch.nonzero(mag == thr).view(-1)[:short]
-        keep[at] = True
-    del mag
-    return torch.where(keep.view(tau.shape), tau, torch.zeros((), dtype=tau.dtype))
+    flat = tau.reshape(-1)
+    thr = kth_magnitude(flat, n - k + 1)
+    out = torch.empty(n, dtype=tau.dtype, device=tau.device)
+    zero = torch.zeros((), dtype=tau.dtype, device=tau.device)
+    kept = 0
+    for i in range(0, n, CHUNK):
+        x = flat[i:i + CHUNK]
+        keep = _mag(x) > thr
+        kept += int(keep.sum())
+        torch.where(keep, x, zero, out=out[i:i + CHUNK])
+    short = k - kept
+    i = 0
+    while short > 0:  # entries equal to the threshold, first ones first
+        x = flat[i:i + CHUNK]
+        at = torch.nonzero(_mag(x) == thr).view(-1)[:short] + i
+        out[at] = flat[at]
+        short -= at.numel()
+        i += CHUNK
+    return out.view(tau.shape)
+
+
+def _mag(x: torch.Tensor) -> torch.Tensor:
+    """|x| in float32 (the dtype the threshold is chosen in)."""
+    return x.abs() if x.dtype == torch.float32 else x.abs().float()
+
+
+def kth_magnitude(flat: torch.Tensor, r: int) -> torch.Tensor:
+    """The ``r``-th smallest of ``|flat|`` (1-based; float32 result), as ``torch.kthvalue`` would give it.
+
+    A non-negative float's bit pattern orders like its value, so a histogram of the top 16 bits (sign,
+    exponent, 7 mantissa bits) of every magnitude names the bucket holding the r-th one; the exact value is
+    a ``kthvalue`` among that bucket's entries only. Two block-wise passes, no sort, no full-size copy."""
+    n = flat.numel()
+    counts = torch.zeros(1 << 15, dtype=torch.int64)
+    for i in range(0, n, 4 * CHUNK):
+        hi = flat[i:i + 4 * CHUNK].float().abs().view(torch.int16).view(-1, 2)[:, 1]  # little-endian high half
+        counts += torch.bincount(hi, minlength=1 << 15)
+    cum = counts.cumsum(0)
+    bucket = int(torch.searchsorted(cum, torch.tensor(r, dtype=torch.int64)))
+    below = int(cum[bucket - 1]) if bucket else 0
+    parts = []
+    for i in range(0, n, 4 * CHUNK):
+        mag = flat[i:i + 4 * CHUNK].float().abs()
+        parts.append(mag[mag.view(torch.int16).view(-1, 2)[:, 1] == bucket])
+    return torch.kthvalue(torch.cat(parts), r - below).values
 
 
 def dare_drop(tau: torch.Tensor, p: float, generator: torch.Generator, rescale: bool = True) -> torch.Tensor:
