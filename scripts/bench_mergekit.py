@@ -201,35 +201,60 @@ def weight_files(d: Path) -> list[Path]:
 
 # --- parity --------------------------------------------------------------------------------------------
 
-def _parity_child(ours: Path, theirs: Path, base: Path) -> None:
+def _parity_child(ours: Path, theirs: Path, base: Path, experts: list[Path], trim_density: float) -> None:
     """Per tensor: max |a - b| / max |b| and ||a - b|| / ||b|| of the merged weights, the same of the merged
-    task vectors (a - base), and how many entries differ at all. One JSON line."""
+    task vectors (a - base), and how many entries differ at all. With ``trim_density`` > 0 (TIES), entries
+    where some expert's |tau| equals its trim threshold exactly are counted apart (``at_threshold_ties``):
+    which of several equal magnitudes a trim keeps is a tie-break (ours: first by position; mergekit: the
+    order its unstable argsort leaves), and the worst figures are also given without them. One JSON line."""
     import torch
 
     from harness.merging.safetensors_io import CheckpointReader
 
     a, b, z = CheckpointReader(ours), CheckpointReader(theirs), CheckpointReader(base)
-    worst = {"max_rel": 0.0, "norm_rel": 0.0, "tv_max_rel": 0.0, "tv_norm_rel": 0.0}
-    where = dict.fromkeys(worst, "")
-    differ = total = 0
+    ex = [CheckpointReader(e) for e in experts]
+    keys = ("max_rel", "norm_rel", "tv_max_rel", "tv_norm_rel")
+    worst, worst_nt = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
+    where = dict.fromkeys(keys, "")
+    differ = total = at_ties = 0
     if set(a.keys()) != set(b.keys()):
         raise SystemExit(f"tensor names differ: {sorted(set(a.keys()) ^ set(b.keys()))[:5]}")
-    for k in a.keys():
-        x, y, base_t = a.read(k).double(), b.read(k).double(), z.read(k).double()
-        if x.shape != y.shape or a.meta(k).dtype != b.meta(k).dtype:
-            raise SystemExit(f"{k}: {a.meta(k)} vs {b.meta(k)}")
-        d = (x - y).abs()
-        tv = y - base_t
-        vals = {"max_rel": float(d.max() / y.abs().max().clamp_min(1e-30)),
+
+    def measure(d, y, tv):
+        return {"max_rel": float(d.max() / y.abs().max().clamp_min(1e-30)),
                 "norm_rel": float(d.norm() / y.norm().clamp_min(1e-30)),
                 "tv_max_rel": float(d.max() / tv.abs().max().clamp_min(1e-30)),
                 "tv_norm_rel": float(d.norm() / tv.norm().clamp_min(1e-30))}
+
+    for k in a.keys():
+        x, y, base_t = a.read(k).double(), b.read(k).double(), z.read(k)
+        if x.shape != y.shape or a.meta(k).dtype != b.meta(k).dtype:
+            raise SystemExit(f"{k}: {a.meta(k)} vs {b.meta(k)}")
+        d = (x - y).abs()
+        tv = y - base_t.double()
+        vals = measure(d, y, tv)
         for m, v in vals.items():
             if v > worst[m]:
                 worst[m], where[m] = v, k
-        differ += int((d != 0).sum())
+        n_diff = int((d != 0).sum())
+        if n_diff and trim_density > 0:
+            tie = torch.zeros(d.shape, dtype=torch.bool)
+            n = d.numel()
+            kk = max(1, int(trim_density * n))
+            for e in ex:
+                mag = (e.read(k).float() - base_t.float()).abs()
+                thr = torch.kthvalue(mag.reshape(-1), n - kk + 1).values
+                tie |= mag == thr
+            explained = tie & (d != 0)
+            at_ties += int(explained.sum())
+            d = torch.where(explained, 0.0, d)
+            vals = measure(d, y, tv)
+        for m, v in vals.items():
+            worst_nt[m] = max(worst_nt[m], v)
+        differ += n_diff
         total += d.numel()
-    print(json.dumps({"worst": worst, "where": where, "entries_differing": differ, "entries": total}))
+    print(json.dumps({"worst": worst, "where": where, "entries_differing": differ, "entries": total,
+                      "at_threshold_ties": at_ties, "worst_without_threshold_ties": worst_nt}))
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -249,9 +274,12 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--tolerance", type=float, default=1e-6)
+    ap.add_argument("--allow-threshold-ties", action="store_true",
+                    help="exit 0 when every difference beyond the tolerance sits at an exact magnitude tie at a "
+                         "TIES trim threshold (a tie-break, see _parity_child)")
     ap.add_argument("--_build", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_copy", nargs="+", help=argparse.SUPPRESS)
-    ap.add_argument("--_parity", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_parity", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._build:
         _build_child(Path(a._build[0]), int(a._build[1]), a._build[2])
@@ -260,7 +288,8 @@ def main(argv=None) -> int:
         _copy_child(Path(a._copy[0]), [Path(p) for p in a._copy[1:]])
         return 0
     if a._parity:
-        _parity_child(*(Path(p) for p in a._parity))
+        ours, theirs, base, density, *experts = a._parity
+        _parity_child(Path(ours), Path(theirs), Path(base), [Path(e) for e in experts], float(density))
         return 0
 
     methods = [m for m in a.methods.split(",") if m]
@@ -285,16 +314,23 @@ def main(argv=None) -> int:
                 shutil.rmtree(d, ignore_errors=True)
             timed(ours_cmd(m, ck, o, py), log)
             timed(mk_cmd(m, ck, t, mk, work, "float32", "float32"), log)
-            out = subprocess.run([py, __file__, "--_parity", str(o), str(t), str(ck["base"])], env=_env(),
+            density = DENSITY if m == "ties" else 0.0
+            out = subprocess.run([py, __file__, "--_parity", str(o), str(t), str(ck["base"]), str(density)]
+                                 + [str(ck[e]) for e in EXPERTS], env=_env(),
                                  capture_output=True, text=True, check=True).stdout
             rep = json.loads(out.strip().splitlines()[-1])
-            rep["pass"] = rep["worst"]["max_rel"] <= a.tolerance and rep["worst"]["norm_rel"] <= a.tolerance
-            ok &= rep["pass"]
+            w, wn = rep["worst"], rep["worst_without_threshold_ties"]
+            rep["pass"] = w["max_rel"] <= a.tolerance and w["norm_rel"] <= a.tolerance
+            rep["pass_without_threshold_ties"] = wn["max_rel"] <= a.tolerance and wn["norm_rel"] <= a.tolerance
+            ok &= rep["pass_without_threshold_ties"] if a.allow_threshold_ties else rep["pass"]
             parity[m] = rep
-            print(f"parity {m}: worst max-rel {rep['worst']['max_rel']:.2e} norm-rel {rep['worst']['norm_rel']:.2e}"
-                  f" (of the task vector: {rep['worst']['tv_max_rel']:.2e} / {rep['worst']['tv_norm_rel']:.2e}),"
-                  f" {rep['entries_differing']} of {rep['entries']} entries differ -> "
-                  f"{'PASS' if rep['pass'] else 'FAIL'}", flush=True)
+            print(f"parity {m}: worst max-rel {w['max_rel']:.2e} norm-rel {w['norm_rel']:.2e}"
+                  f" (of the task vector: {w['tv_max_rel']:.2e} / {w['tv_norm_rel']:.2e}),"
+                  f" {rep['entries_differing']} of {rep['entries']} entries differ"
+                  f" ({rep['at_threshold_ties']} at exact magnitude ties at a trim threshold; without them"
+                  f" max-rel {wn['max_rel']:.2e}) -> {'PASS' if rep['pass'] else 'FAIL'}"
+                  f"{'' if rep['pass'] else ' (PASS without threshold ties)' if rep['pass_without_threshold_ties'] else ''}",
+                  flush=True)
         result["parity"] = {"params": a.parity_params, "dtype": "float32",
                             "checkpoint_bytes": sum(f.stat().st_size for f in weight_files(ck["base"])),
                             "methods": parity}

@@ -137,10 +137,11 @@ def _ties(sparse: list[torch.Tensor], weights, zero_is_positive: bool = False) -
 def _ties_block(ts: list[torch.Tensor], ws: list[float], zero_is_positive: bool, out: torch.Tensor) -> None:
     """One block of TIES. The weighted task vectors are rounded products ``w_i * tau_i`` (w_i in the tensor's
     dtype), summed in model order; the numerator sums the agreeing products, the divisor the agreeing
-    weights: the operations mergekit performs, so with its rules the two agree to the bit in float32."""
+    weights: the operations mergekit performs, so with its rules the two agree to the bit in float32.
+    (Where no model agrees the numerator is +0 and the divisor is taken as 1: the entry is 0.)"""
     ps = [t * w for w, t in zip(ws, ts)]
-    total = ps[0].clone()
-    for p in ps[1:]:
+    total = ps[0] + ps[1] if len(ps) > 1 else ps[0].clone()
+    for p in ps[2:]:
         total.add_(p)
     if zero_is_positive:
         elected = torch.where(total >= 0, 1.0, -1.0).to(total.dtype)
@@ -149,12 +150,10 @@ def _ties_block(ts: list[torch.Tensor], ws: list[float], zero_is_positive: bool,
     num = total.zero_()
     den = torch.zeros_like(num)
     for w, p in zip(ws, ps):
-        agree = (torch.sign(p) == elected).to(num.dtype)
+        agree = torch.sign(p) == elected
         num.add_(p * agree)
-        den.add_(agree * w)
-    nz = den != 0
-    one = torch.ones((), dtype=den.dtype)
-    torch.where(nz, num.div_(torch.where(nz, den, one)), torch.zeros((), dtype=num.dtype), out=out)
+        den.add_(agree, alpha=w)
+    torch.div(num, den.masked_fill_(den == 0, 1.0), out=out)
 
 
 def merged_weights(base: torch.Tensor, taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
