@@ -77,7 +77,15 @@ def _cmd_merge(a) -> int:
     params = {}
     for kv in a.param:
         k, _, v = kv.partition("=")
-        params[k] = tuple(float(x) for x in v.split(",")) if k == "weights" else (int(v) if k == "seed" else float(v))
+        if k == "weights":
+            params[k] = tuple(float(x) for x in v.split(","))
+        elif k == "seed":
+            params[k] = int(v)
+        else:  # numbers, or a named rule (trim_count=floor_min1, ties_zero_sign=positive)
+            try:
+                params[k] = float(v)
+            except ValueError:
+                params[k] = v
     spec = MERGE_METHODS.get(a.method).spec(**params)
     print(merge_checkpoints(a.base, a.models, spec, a.out))
     return 0

@@ -201,7 +201,7 @@ SAMPLERS.lazy("elite_official", "harness.qd.sampling:elite_weights_official")
 SAMPLERS.lazy("random", "harness.qd.sampling:uniform_weights")
 
 MERGE_METHODS = Registry("merge method", config_key="merge method", base="harness.merging.methods:MergeMethod")
-for _name in ("mean", "task_arithmetic", "ties", "dare_linear", "dare_ties"):
+for _name in ("mean", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"):
     MERGE_METHODS.lazy(_name, f"harness.merging.methods:{_name.upper()}")
 
 CODE_SANDBOXES = Registry("code sandbox", config_key="tasks.*.params.backend",

@@ -12,7 +12,8 @@ For tensors ``tau_i`` (task vectors of one parameter, one per model) and weights
 1. sparsify each ``tau_i`` (none, magnitude trim to ``density``, or DARE drop ``p`` with rescale);
 2. consensus: ``none`` sums ``scale * w_i * tau_i`` in model order and, if ``normalize``, divides the sum
    by ``sum_j w_j`` once at the end (a mean is the sum over n, one rounding, not a sum of tau_i / n);
-   ``ties`` elects a sign per entry, ``sign(sum_i w_i tau_i)`` (where that sum is exactly 0: no sign, so
+   ``ties`` elects a sign per entry, ``sign(sum_i w_i tau_i)`` (products rounded, then summed in model
+   order, as mergekit does) (where that sum is exactly 0: no sign, so
    the entry merges to 0, or ``ties_zero_sign="positive"``, +, as mergekit does), takes the *disjoint mean*
    over the models that agree with it, ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]`` (0 where none
    agree), and multiplies by ``scale``. It keeps one float32 buffer per model, never a stack of them;
@@ -28,7 +29,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from harness.merging.sparsify import dare_drop, magnitude_trim
+from harness.merging.sparsify import CHUNK, dare_drop, magnitude_trim
 from harness.seeding import tensor_generator
 
 SPARSIFY = ("none", "magnitude", "dare")
@@ -120,22 +121,39 @@ def _sparsified(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> Ite
 
 
 def _ties(sparse: list[torch.Tensor], weights, zero_is_positive: bool = False) -> torch.Tensor:
-    """Sign election and disjoint mean, one model at a time: a running sum, then numerator and divisor
-    (three float32 buffers beside the inputs, where stacking them would hold n more)."""
-    total = torch.zeros_like(sparse[0])
-    for w, t in zip(weights, sparse):
-        total.add_(t, alpha=float(w))
-    elected = torch.sign(total)
+    """Sign election and disjoint mean, block by block (``CHUNK`` entries): a block's running sum,
+    numerator and divisor stay in the CPU's cache, and no full-size buffer exists beside the inputs but the
+    result. Per entry the operations and their order are those of the whole-tensor form."""
+    shape = sparse[0].shape
+    flats = [t.reshape(-1) for t in sparse]
+    n = flats[0].numel()
+    out = torch.empty(n, dtype=flats[0].dtype, device=flats[0].device)
+    ws = [float(w) for w in weights]
+    for i in range(0, n, CHUNK):
+        _ties_block([f[i:i + CHUNK] for f in flats], ws, zero_is_positive, out[i:i + CHUNK])
+    return out.view(shape)
+
+
+def _ties_block(ts: list[torch.Tensor], ws: list[float], zero_is_positive: bool, out: torch.Tensor) -> None:
+    """One block of TIES. The weighted task vectors are rounded products ``w_i * tau_i`` (w_i in the tensor's
+    dtype), summed in model order; the numerator sums the agreeing products, the divisor the agreeing
+    weights: the operations mergekit performs, so with its rules the two agree to the bit in float32.
+    (Where no model agrees the numerator is +0 and the divisor is taken as 1: the entry is 0.)"""
+    ps = [t * w for w, t in zip(ws, ts)]
+    total = ps[0] + ps[1] if len(ps) > 1 else ps[0].clone()
+    for p in ps[2:]:
+        total.add_(p)
     if zero_is_positive:
-        elected[elected == 0] = 1.0
+        elected = torch.where(total >= 0, 1.0, -1.0).to(total.dtype)
+    else:
+        elected = torch.sign(total)
     num = total.zero_()
     den = torch.zeros_like(num)
-    for w, t in zip(weights, sparse):
-        agree = torch.sign(t) == elected
-        num.add_(torch.where(agree, t, 0.0), alpha=float(w))
-        den.add_(agree.to(den.dtype), alpha=float(w))
-    safe_den = torch.where(den == 0, torch.ones_like(den), den)
-    return torch.where(den != 0, num / safe_den, torch.zeros_like(num))
+    for w, p in zip(ws, ps):
+        agree = torch.sign(p) == elected
+        num.add_(p * agree)
+        den.add_(agree, alpha=w)
+    torch.div(num, den.masked_fill_(den == 0, 1.0), out=out)
 
 
 def merged_weights(base: torch.Tensor, taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:

@@ -5,6 +5,7 @@
 method             sparsify     consensus  normalize  scale
 =================  ===========  =========  =========  =====
 mean               none         none       yes        1
+linear             none         none       yes        1      (= mean; mergekit's name for it)
 task_arithmetic    none         none       no         lam
 ties               magnitude    ties       (n/a)      lam
 dare_linear        dare         none       no         lam
@@ -36,6 +37,7 @@ class MergeMethod:
 
 
 MEAN = MergeMethod("mean", {"normalize": True}, {"weights": None})
+LINEAR = MergeMethod("linear", {"normalize": True}, {"weights": None})  # mergekit's name for the weighted mean
 TASK_ARITHMETIC = MergeMethod("task_arithmetic", {}, {"scale": 1.0, "weights": None})
 TIES = MergeMethod("ties", {"sparsify": "magnitude", "consensus": "ties"},
                    {"density": 0.2, "scale": 1.0, "weights": None, "trim_count": "round", "ties_zero_sign": "none"})

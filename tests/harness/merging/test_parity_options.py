@@ -41,8 +41,12 @@ def test_trim_count_rules():
         MergeSpec(trim_count="ceil")
 
 
+@pytest.mark.parametrize("chunk", [1 << 18, 40])
 @pytest.mark.parametrize("density", [0.0, 0.1, 0.37, 0.5, 0.9, 1.0])
-def test_trim_keeps_the_largest_magnitudes_exactly_k_even_with_ties(density):
+def test_trim_keeps_the_largest_magnitudes_exactly_k_even_with_ties(density, chunk, monkeypatch):
+    import harness.merging.sparsify as sp_mod
+
+    monkeypatch.setattr(sp_mod, "CHUNK", chunk)  # blocks smaller than the tensor: ties spread over blocks
     g = torch.Generator().manual_seed(1)
     t = torch.randint(-4, 5, (33, 17), generator=g).float()  # many equal magnitudes
     out = magnitude_trim(t, density)
