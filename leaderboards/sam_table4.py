@@ -20,7 +20,6 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ import torch
 from domains.sam.coco import mask_iou, to_original
 from domains.sam.domain import load_in_place, shared_model
 from domains.sam.modeling import predict_masks
+from domains.sam.similarity import task_vector_similarity  # noqa: F401 - Table 4's measure, used below
 from domains.sam.world import TASKS, ensure_sam_world
 from harness.config import load_config
 from harness.domain import DomainContext, build_domain
@@ -44,22 +44,6 @@ VARIANTS = {
     "quick": {"world": {"pretrain_steps": 1200}, "generations": 30},
     "full": {"world": {}, "generations": 100},
 }
-
-
-def task_vector_similarity(base: Mapping[str, torch.Tensor], a: Mapping[str, torch.Tensor],
-                           b: Mapping[str, torch.Tensor]) -> float:
-    """Mean cosine of the singular values of tau_A and tau_B over parameters that are matrices of rank
-    > 1 (conv kernels flattened to out x rest); parameters where either task vector is zero are skipped."""
-    cos = []
-    for k, t in base.items():
-        if t.dim() < 2 or min(t.shape[0], t[0].numel()) < 2:
-            continue
-        ta, tb = (a[k] - t).float().reshape(t.shape[0], -1), (b[k] - t).float().reshape(t.shape[0], -1)
-        sa, sb = torch.linalg.svdvals(ta), torch.linalg.svdvals(tb)
-        if sa.norm() == 0 or sb.norm() == 0:
-            continue
-        cos.append(float(torch.dot(sa, sb) / (sa.norm() * sb.norm())))
-    return sum(cos) / len(cos) if cos else float("nan")
 
 
 def pearson(x: list, y: list) -> float | None:

@@ -22,6 +22,7 @@ import torch
 
 from domains.sam.coco import CocoSegmentation
 from domains.sam.modeling import build_sam
+from domains.sam.similarity import task_vector_similarity  # Table 4's own measure
 from domains.sam.synthetic import write_dataset
 from domains.sam.world import DEFAULTS, TASKS, train_sam
 from harness.domain import DomainContext, build_domain
@@ -55,8 +56,6 @@ def _load(d: Path) -> dict[str, torch.Tensor]:
 
 
 def measure(out: Path, settings: list[str], *, pretrain_steps: int = 1200) -> list[dict]:
-    from leaderboards.sam_table4 import task_vector_similarity  # the leaderboard's own measure
-
     r = {**DEFAULTS, "pretrain_steps": pretrain_steps}
     base_dir = _data_and_base(out, r)
     base = _load(base_dir)
