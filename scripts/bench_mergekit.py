@@ -5,10 +5,10 @@ Both tools run as subprocesses; mergekit lives only in its own environment (``--
 ``mergekit-yaml``) and is never imported here or by the harness. The orchestrating process imports no torch,
 so each child's ``ru_maxrss`` (from ``os.wait4``) is that child's own peak.
 
-    python -m venv /work/bench-mk-venv
-    /work/bench-mk-venv/bin/pip install torch==2.13.0
-    echo torch==2.13.0 > c.txt && /work/bench-mk-venv/bin/pip install -c c.txt mergekit
-    PYTHONPATH=. .venv/bin/python scripts/bench_mergekit.py --mk-venv /work/bench-mk-venv
+    python -m venv ~/bench-mk-venv
+    ~/bench-mk-venv/bin/pip install torch==2.13.0
+    echo torch==2.13.0 > c.txt && ~/bench-mk-venv/bin/pip install -c c.txt mergekit
+    PYTHONPATH=. .venv/bin/python scripts/bench_mergekit.py --mk-venv ~/bench-mk-venv
 
 Checkpoints are Llama-shaped (``harness.scale_bench.llama_shape``): a base and three experts (base plus
 N(0, 0.002) on every matrix), cached under ``--root``. Parity: float32 checkpoints of ``--parity-params``;
@@ -266,7 +266,7 @@ def median(xs):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mk-venv", type=Path, default=Path(os.environ.get("CYCLEQD_MERGEKIT_VENV",
-                                                                        "/work/bench-mk-venv")))
+                                                                        "~/bench-mk-venv")).expanduser())
     ap.add_argument("--root", type=Path, default=Path.home() / ".cache" / "cycleqd-bench-mergekit")
     ap.add_argument("--parity-params", type=float, default=6e7, help="float32 parity checkpoints (0: skip)")
     ap.add_argument("--speed-params", type=float, default=5.5e8, help="bf16 speed checkpoints (0: skip)")
