@@ -9,6 +9,7 @@ replaced atomically; on resume the jobs that were in flight are submitted again.
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 import sys
@@ -31,10 +32,13 @@ from harness.runner.checkpoint import (
     read_json,
     remove_stale_temporaries,
 )
+from harness.runner.cost_estimate import estimate_child_cost
 from harness.runner.executors import make_executor
 from harness.runner.validation import SEARCH, VALIDATION, finalists
 from harness.runner.worker import make_store
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
+
+log = logging.getLogger("cycleqd")
 
 CHECKPOINT = "checkpoint.json"
 CONFIG = "config.yaml"
@@ -150,9 +154,22 @@ class Runner:
             "archives": {t: a.to_dict() for t, a in self.qd.archives.items()},
         })
 
+    def announce_cost(self) -> None:
+        """Log (and keep in ``cost_estimate.json``) what one child's merge and mutation should cost for this
+        model on this device, before the first generation (``harness/runner/cost_estimate.py``)."""
+        try:
+            est = estimate_child_cost(self.store.base_dir, str(self.cfg.qd.mutation), self.store.device,
+                                      w_max=self.cfg.qd.get("mutation_w_max"))
+        except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run; say why it is missing
+            log.warning("cost estimate unavailable: %s", exc)
+            return
+        log.info(est.line())
+        atomic_write_json(self.run_dir / "cost_estimate.json", est.to_dict())
+
     # -- loop ---------------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg_dict = OmegaConf.to_container(self.cfg, resolve=True)
+        self.announce_cost()
         executor = make_executor(cfg_dict, self.run_dir)
         split = self.search_split
         futures = {}
