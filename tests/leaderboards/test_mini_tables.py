@@ -80,3 +80,18 @@ def test_regression_check_passes_on_itself_and_names_a_shifted_cell(experiment):
     problems = compare(rep, ref, **DEFAULT_TOLERANCES)
     assert any("table1: Expert: code / mini-code" in p for p in problems)
     assert any(p.startswith("speed:") for p in problems)
+
+
+def test_the_speed_yardstick_is_single_threaded_and_leaves_torch_as_it_was(monkeypatch):
+    """Two torch threads spin against any other job on a small machine (a reference once measured 14x slow
+    that way): the yardstick runs its products on one thread and restores the caller's setting."""
+    import torch
+
+    from leaderboards import regression
+
+    seen = []
+    real_tanh = torch.tanh
+    monkeypatch.setattr(regression.torch, "tanh", lambda x: seen.append(torch.get_num_threads()) or real_tanh(x))
+    before = torch.get_num_threads()
+    assert regression.reference_operation_seconds(repeats=1) > 0
+    assert set(seen) == {1} and torch.get_num_threads() == before
