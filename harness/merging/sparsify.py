@@ -6,6 +6,8 @@ reproducible from its seed alone.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
@@ -81,6 +83,8 @@ def high_bits(mag: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Store the top 16 bits of the non-negative float32s ``mag`` in ``out`` (int16) and return their
     histogram (2**15 bins). A non-negative float's bit pattern orders like its value, so the histogram
     brackets any rank; the top 16 bits are sign, exponent and 7 mantissa bits."""
+    if sys.byteorder != "little":  # the high half of each float32 is its second int16 only on little-endian
+        raise NotImplementedError("magnitude trim: the radix selection assumes a little-endian CPU")
     out.copy_(mag.view(torch.int16).view(-1, 2)[:, 1])  # the little-endian high halves
     return torch.bincount(out, minlength=1 << 15)
 
