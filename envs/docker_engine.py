@@ -44,6 +44,18 @@ def owner_labels() -> dict[str, str]:
     return {LABEL: "1", f"{LABEL}.pid": str(os.getpid())}
 
 
+def start_container(cl, image: str, argv, **kw):
+    """A started container (``containers.create`` then ``start``). Unlike ``containers.run``, a container
+    whose start fails is removed rather than left behind for ``reap``."""
+    c = cl.containers.create(image, list(argv), **kw)
+    try:
+        c.start()
+    except BaseException:
+        discard(c)
+        raise
+    return c
+
+
 def discard(obj, attempts: int = 6) -> bool:
     """Remove a container or volume of ours (``force``), retrying what a busy engine refuses for a while
     (a removal already in progress, a root filesystem still busy, a read timeout): a sandbox must not

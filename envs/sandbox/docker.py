@@ -28,7 +28,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
-from envs.docker_engine import client, discard, ensure_image, owner_labels
+from envs.docker_engine import client, discard, ensure_image, owner_labels, start_container
 from envs.rootfs import ensure_rootfs
 from envs.sandbox import judge_root
 from envs.sandbox.base import CappedOutput, CodeSandbox, ExecResult, ExecStatus, Limits
@@ -60,16 +60,9 @@ def _container(image: str, lim: Limits, read_only: bool = False, tmpfs: Mapping[
               environment={"HOME": "/root", "LANG": "C.UTF-8"}, ulimits=ulimits)
     kw.update(extra)
     argv = list(command or ["sleep", "infinity"])
-    c = cl.containers.create(image, argv, **kw)
     if detach_run:
-        # started here rather than by ``containers.run``, which leaves the created container behind
-        # when its start fails
-        try:
-            c.start()
-        except BaseException:
-            discard(c)
-            raise
-    return c
+        return start_container(cl, image, argv, **kw)
+    return cl.containers.create(image, argv, **kw)
 
 
 class _Exec:

@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from envs.docker_engine import client, discard, ensure_image, owner_labels
+from envs.docker_engine import client, discard, ensure_image, owner_labels, start_container
 from envs.rootfs import ensure_rootfs
 from envs.sql.base import (
     MAX_FETCH_ROWS,
@@ -162,8 +162,8 @@ class MariaDBDockerServer:
                   "--auth-root-authentication-method=normal --skip-test-db >/dev/null && exec mariadbd --no-defaults "
                   "--user=root --datadir=/var/lib/cqd --socket=/run/cqd/mysqld.sock --skip-networking "
                   "--secure-file-priv=/var/lib/cqd-files " + " ".join(SERVER_FLAGS))
-        self.container = client().containers.run(
-            image, ["sh", "-c", script], detach=True, network_mode="none", mem_limit=1 << 30, pids_limit=512,
+        self.container = start_container(
+            client(), image, ["sh", "-c", script], network_mode="none", mem_limit=1 << 30, pids_limit=512,
             volumes={str(self.root): {"bind": "/run/cqd", "mode": "rw"}}, labels=owner_labels())
         deadline = time.monotonic() + startup_timeout
         while True:

@@ -118,13 +118,16 @@ def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader]
     def tau(i: int, s: int, e: int, bf: torch.Tensor | None = None) -> torch.Tensor:
         return raws[i][s:e].float() - (bflat[s:e].float() if bf is None else bf)
 
-    sparse = [lambda t, s, i: t] * nm
+    def sparse(t: torch.Tensor, s: int, i: int) -> torch.Tensor:  # model i's block at s, sparsified
+        return t
+
     if spec.sparsify == "magnitude":
         if not 0.0 <= spec.density <= 1.0:
             raise ValueError(f"density must be in [0, 1], got {spec.density}")
         k = trim_keep_count(n, spec.density, spec.trim_count)
         if k == 0:
-            sparse = [lambda t, s, i: torch.zeros_like(t)] * nm
+            def sparse(t, s, i):
+                return torch.zeros_like(t)
         elif k < n:
             hi = hi_buf[: 2 * n].view(torch.int16)
             plans = []
@@ -133,7 +136,9 @@ def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader]
                                       starts))
                 plans.append(trim_plan(hi, counts, lambda at, i=i: (raws[i][at].float() - bflat[at].float()).abs_(),
                                        k))
-            sparse = [lambda t, s, i: apply_trim(t, plans[i], s)] * nm
+
+            def sparse(t, s, i):
+                return apply_trim(t, plans[i], s)
     elif spec.sparsify == "dare":
         p = spec.drop_p
         if not 0.0 <= p < 1.0:
@@ -146,18 +151,16 @@ def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader]
                 torch.ge(torch.rand(min(CHUNK, n - s), generator=gen), p, out=mask[s:s + CHUNK])
             masks.append(mask)
 
-        def dare(t, s, i):
+        def sparse(t, s, i):
             out = t * masks[i][s:s + t.numel()].to(t.dtype)
             return out / (1.0 - p) if p > 0 else out
-
-        sparse = [dare] * nm
 
     out = out_buf[: base.nbytes].view(base.dtype)
 
     def block(s: int) -> None:
         e = min(n, s + CHUNK)
         bf = bflat[s:e].float()
-        ts = [sparse[i](tau(i, s, e, bf), s, i) for i in range(nm)]
+        ts = [sparse(tau(i, s, e, bf), s, i) for i in range(nm)]
         if spec.consensus == "ties":
             merged = torch.empty_like(bf)
             _ties_block(ts, ws, spec.ties_zero_sign == "positive", merged)

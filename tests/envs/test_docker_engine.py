@@ -108,3 +108,27 @@ def test_discard_retries_what_a_busy_engine_refuses(monkeypatch):
     assert docker_engine.discard(gone) and gone.calls == 1
     stuck = _Busy(100, TimeoutError("read timed out"))
     assert not docker_engine.discard(stuck, attempts=3) and stuck.calls == 3
+
+
+def test_a_container_whose_start_fails_is_removed_not_left():
+    """``containers.run`` leaves a created container behind when its start fails; ``start_container``
+    removes it and re-raises."""
+
+    class Container:
+        removed = False
+
+        def start(self):
+            raise RuntimeError("cannot start: no such device")
+
+        def remove(self, force=False):
+            Container.removed = force
+
+    class Client:
+        class containers:
+            @staticmethod
+            def create(image, argv, **kw):
+                return Container()
+
+    with pytest.raises(RuntimeError, match="cannot start"):
+        docker_engine.start_container(Client(), "img", ["true"])
+    assert Container.removed
