@@ -3,9 +3,12 @@
 Scores: every cell of Table 1 and Table 2 within ``cell_tol`` of the reference and every average within
 ``avg_tol`` (the experiment is seeded and deterministic on one machine; another CPU may round a
 matmul differently and flip a greedy token, so the tolerances allow a couple of samples per cell).
-Speed: seconds per CycleQD child divided by a fixed reference operation timed in the same run, so a
-slower machine does not fail the check but a slower harness does; it may not exceed ``speed_factor``
-times the reference ratio.
+Speed (only with ``speed_factor``): seconds per CycleQD child divided by a fixed reference operation timed
+in the same run may not exceed ``speed_factor`` times the reference ratio. It is off by default, so
+``--check`` (and CI) compares scores only: the ratio sets a two-thread model's generation, which spins
+against other jobs, over a one-thread yardstick, across two runs made at different times, so a busy
+machine can fail it by chance. Speed is held by the in-process pytest-benchmark ratios in
+``tests/benchmarks`` instead.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def reference_operation_seconds(repeats: int = 5) -> float:
 
 def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANCES["cell_tol"],
             avg_tol: float = DEFAULT_TOLERANCES["avg_tol"],
-            speed_factor: float = DEFAULT_TOLERANCES["speed_factor"]) -> list[str]:
+            speed_factor: float | None = None) -> list[str]:
     """Readable differences (empty list = within tolerance)."""
     problems: list[str] = []
     for key in ("variant", "seed"):
@@ -72,7 +75,7 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
                 problems.append(f"{table}: {name} / avg: {100 * ga:.1f} vs reference {100 * ra:.1f} "
                                 f"({100 * (ga - ra):+.1f} points, tolerance {100 * avg_tol:.0f})")
     rs, gs = reference.get("speed", {}), report.get("speed", {})
-    if rs.get("child_to_reference_op") and gs.get("child_to_reference_op"):
+    if speed_factor is not None and rs.get("child_to_reference_op") and gs.get("child_to_reference_op"):
         ratio = gs["child_to_reference_op"] / rs["child_to_reference_op"]
         if ratio > speed_factor:
             problems.append(f"speed: a CycleQD child costs {gs['child_to_reference_op']:.1f} reference operations, "
