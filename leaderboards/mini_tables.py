@@ -70,6 +70,7 @@ ABLATIONS = [
 ]
 
 
+TABLES = ("1+2", "1")  # `cycleqd mini --tables 1`: Table 1 only
 CYCLEQD_ROW = "+ elite sampling (CycleQD)"  # Table 2's row that is Table 1's CycleQD
 
 # mini Table 1: (row label, registered method, its parameters); the CycleQD row is Table 2's last run
@@ -111,13 +112,17 @@ def _labelled(label: str, res: MethodResult) -> str:
 
 def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | None = None,
                    progress: bool = True, world_params: dict | None = None, variant: dict | None = None,
-                   engine: str = "hf") -> dict:
+                   engine: str = "hf", tables: str = "1+2") -> dict:
     """Build the world if missing, run every Table 1 method and the Table 2 CycleQD runs; write the
-    report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests)."""
+    report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests).
+    ``tables="1"`` runs Table 1 only (its CycleQD run at ``table1_generations``, no Table 2 runs): the full
+    variant's Table 2 is five more 100-generation runs, hours on a CPU."""
     if variant is None and variant_name not in VARIANTS:
         raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
     if engine not in ENGINES:
         raise ValueError(f"mini: unknown engine {engine!r} (known: {sorted(ENGINES)})")
+    if tables not in TABLES:
+        raise ValueError(f"mini: unknown tables {tables!r} (known: {list(TABLES)})")
     variant = dict(variant or VARIANTS[variant_name])
     suffix = "" if engine == "hf" else f"-{engine}"
     out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}{suffix}")
@@ -160,7 +165,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     # -- CycleQD and Table 2 ----------------------------------------------------------------------------
     table2, runs = {}, {}
     t_evolve = 0.0
-    for i, (label, overrides) in enumerate(ABLATIONS):
+    for i, (label, overrides) in enumerate(ABLATIONS if tables == "1+2" else []):
         say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
         t1 = time.perf_counter()
         res = METHODS.get("cycleqd")(ctx, overrides=overrides, run=f"qd_{i}")
@@ -169,7 +174,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         table2[label] = res.test
     table1_gens = int(variant.get("table1_generations") or variant["generations"])
     main_run = CYCLEQD_ROW
-    if table1_gens == int(variant["generations"]):
+    if table1_gens == int(variant["generations"]) and tables == "1+2":
         table1["CycleQD"] = table2[CYCLEQD_ROW]
     else:  # Table 1's CycleQD at its own, larger budget (the Table 2 rows keep theirs)
         label = main_run = f"Table 1 CycleQD ({table1_gens} generations)"
@@ -185,12 +190,12 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     timings["total"] = time.perf_counter() - t0
 
     report = {"regime": regime(table1, names, geometry), "cycleqd_row": main_run, "variant": variant_name,
-              "seed": seed, "engine": engine,
+              "seed": seed, "engine": engine, "tables": tables,
               "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
               "table1": table1, "table2": table2, "timings": timings,
               "speed": speed_report(list(runs.values()), engine_seconds(), ref_op),
-              "environment": read_json(runs[CYCLEQD_ROW] / "environment.json")}
+              "environment": read_json(runs[main_run] / "environment.json")}
     write_report(out, report, runs)
     return report
 
@@ -255,11 +260,13 @@ def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_
             "engine_seconds_whole_experiment": engine_s}
 
 
-def _run(variant: str, seed: int, out_dir: Path | None, progress: bool, engine: str = "hf") -> dict:
-    return run_experiment(variant, seed, out_dir, progress=progress, engine=engine)
+def _run(variant: str, seed: int, out_dir: Path | None, progress: bool, engine: str = "hf",
+         tables: str = "1+2") -> dict:
+    return run_experiment(variant, seed, out_dir, progress=progress, engine=engine, tables=tables)
 
 
 LEADERBOARD = Leaderboard(
     name="mini", description="the mini world: build the tiny models and write mini Table 1 and Table 2",
     run=_run, compare=compare, summary_file="tables.md",
-    options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)")})
+    options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)"),
+             "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs)")})

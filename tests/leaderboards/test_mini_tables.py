@@ -97,3 +97,18 @@ def test_the_speed_yardstick_is_single_threaded_and_leaves_torch_as_it_was(monke
     before = torch.get_num_threads()
     assert regression.reference_operation_seconds(repeats=1) > 0
     assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_table1_only_runs_no_table2_run_and_gives_the_same_table1(experiment, tmp_path):
+    import shutil
+    out, rep = experiment
+    only = tmp_path / "only"
+    shutil.copytree(out, only)
+    for i in range(len(ABLATIONS)):
+        shutil.rmtree(only / f"qd_{i}")
+    again = run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="1")
+    assert again["table1"] == rep["table1"] and again["table2"] == {} and again["tables"] == "1"
+    assert not any((only / f"qd_{i}").exists() for i in range(len(ABLATIONS)))
+    assert again["cycleqd_row"] == "Table 1 CycleQD (3 generations)" and (only / "tables.md").exists()
+    with pytest.raises(ValueError, match="unknown tables"):
+        run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="2")
