@@ -17,19 +17,25 @@ For tensors ``tau_i`` (task vectors of one parameter, one per model) and weights
    the entry merges to 0, or ``ties_zero_sign="positive"``, +, as mergekit does), takes the *disjoint mean*
    over the models that agree with it, ``sum_i w_i tau_i [agree_i] / sum_i w_i [agree_i]`` (0 where none
    agree), and multiplies by ``scale``. It keeps one float32 buffer per model, never a stack of them;
-3. the merged task vector is added to the base by the caller (``base.float() + merged``).
+3. the merged task vector is added to the base (``base.float() + merged``, cast to the base's dtype).
+
+``merge_source`` does it block by block from a ``TaskVectorSource``; ``merge_tensor`` (task vectors in
+memory), the store (parents' tensors read from disk, on its device) and the streamed ``cycleqd merge``
+(checkpoints read tensor by tensor, blocks on worker threads) are its callers, so there is one
+implementation of every step.
 
 The named methods (``harness/merging/methods.py``) are settings of this one function.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from harness.merging.sparsify import CHUNK, dare_drop, magnitude_trim
+from harness.merging.sparsify import CHUNK, apply_trim, high_bits, trim_keep_count, trim_plan
 from harness.seeding import tensor_generator
 
 SPARSIFY = ("none", "magnitude", "dare")
@@ -74,64 +80,167 @@ class MergeSpec:
         return [self.scale * float(w) for w in weights], total
 
 
+class TaskVectorSource(ABC):
+    """The ``count`` task vectors of one parameter (``numel`` entries each, flat), handed out block by block
+    in float32, so a merge never needs them whole: from tensors already in memory (``StackedTaskVectors``)
+    or as differences of model tensors and the base (``DifferenceTaskVectors``: the store's rebuilds and
+    ``cycleqd merge`` read checkpoints in their own dtype and form each block's task vector on the fly)."""
+
+    count: int
+    numel: int
+    device: torch.device
+
+    def prepare(self, start: int, stop: int) -> Any:  # noqa: B027 - optional hook
+        """State shared by every model's block on [start, stop) (the difference source: the base block)."""
+
+    @abstractmethod
+    def block(self, i: int, start: int, stop: int, state: Any) -> torch.Tensor:
+        """Task vector ``i`` on [start, stop), float32 (a fresh tensor the caller may modify)."""
+
+    @abstractmethod
+    def at(self, i: int, positions: torch.Tensor) -> torch.Tensor:
+        """Task vector ``i`` at flat ``positions``, float32."""
+
+
+class StackedTaskVectors(TaskVectorSource):
+    def __init__(self, taus: Sequence[torch.Tensor]):
+        if not taus:
+            raise ValueError("merge: no task vectors")
+        shape = taus[0].shape
+        for t in taus[1:]:
+            if t.shape != shape:
+                raise ValueError(f"merge: task vectors of shapes {list(shape)} and {list(t.shape)}")
+        self.shape = shape
+        self.flats = [t.reshape(-1) for t in taus]
+        self.count, self.numel, self.device = len(taus), self.flats[0].numel(), self.flats[0].device
+
+    def block(self, i, start, stop, state):
+        t = self.flats[i][start:stop]
+        return t.float() if t.dtype != torch.float32 else t.clone()
+
+    def at(self, i, positions):
+        return self.flats[i][positions].float()
+
+
+class DifferenceTaskVectors(TaskVectorSource):
+    """Task vector i = ``models[i] - base`` in float32 (``None``: the base itself, a zero task vector),
+    formed per block on ``device`` from tensors in their own dtype."""
+
+    def __init__(self, models: Sequence[torch.Tensor | None], base: torch.Tensor, device: torch.device | str = "cpu"):
+        for m in models:
+            if m is not None and m.shape != base.shape:
+                raise ValueError(f"merge: a model tensor of shape {list(m.shape)}, the base has {list(base.shape)}")
+        self.models = [None if m is None else m.reshape(-1) for m in models]
+        self.base = base.reshape(-1)
+        self.count, self.numel, self.device = len(models), self.base.numel(), torch.device(device)
+
+    def prepare(self, start, stop):
+        return self.base[start:stop].to(self.device).float()
+
+    def block(self, i, start, stop, state):
+        m = self.models[i]
+        return torch.zeros_like(state) if m is None else m[start:stop].to(self.device).float() - state
+
+    def at(self, i, positions):
+        m = self.models[i]
+        if m is None:
+            return torch.zeros(positions.numel(), device=self.device)
+        return m[positions].to(self.device).float() - self.base[positions].to(self.device).float()
+
+
 def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
-    """Merge one parameter's task vectors (all the same shape) into one task vector (float32).
-
-    ``taus`` may be a generator: without consensus the task vectors are sparsified and summed one at a
-    time (a streaming merge then holds one model's tensor beside the running sum); TIES needs them all."""
-    if spec.weights is None:
-        taus = list(taus)  # their count fixes the weights
-    weights = spec.weights if spec.weights is not None else (1.0,) * len(taus)  # type: ignore[arg-type]
-    sparse = _sparsified(taus, spec, name)
-    if spec.consensus == "ties":
-        dense = list(sparse)
-        if len(dense) != len(weights):
-            raise ValueError(f"merge: {len(weights)} weights for {len(dense)} task vectors")
-        merged = _ties(dense, weights, spec.ties_zero_sign == "positive")
-        if spec.scale != 1.0:
-            merged.mul_(spec.scale)
-        return merged
-    merged: torch.Tensor | None = None
-    count = 0
-    coefs, divisor = spec.coefficients(len(weights))
-    for c, t in zip(coefs, sparse):
-        if merged is None:
-            merged = torch.zeros_like(t)
-        merged.add_(t, alpha=c)
-        count += 1
-    if count != len(weights) or next(sparse, None) is not None or merged is None:
-        raise ValueError(f"merge: {len(weights)} weights for a different number of task vectors")
-    if divisor != 1.0:
-        merged.div_(divisor)
-    return merged
+    """Merge one parameter's task vectors (all the same shape) into one task vector (float32)."""
+    src = StackedTaskVectors(list(taus))
+    return merge_source(src, spec, name).view(src.shape)
 
 
-def _sparsified(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> Iterator[torch.Tensor]:
-    """Each task vector in float32, sparsified, lazily; DARE draws its masks from one stream per
-    (seed, tensor name), model after model."""
-    gen = tensor_generator(spec.seed, "merge", name) if spec.sparsify == "dare" else None
-    for tau in taus:
-        t = tau.float()
-        if spec.sparsify == "dare":
-            yield dare_drop(t, spec.drop_p, gen)
-        elif spec.sparsify == "magnitude":
-            yield magnitude_trim(t, spec.density, count=spec.trim_count)
-        else:
-            yield t
+def merge_source(src: TaskVectorSource, spec: MergeSpec, name: str, *, add_base: bool = False,
+                 out: torch.Tensor | None = None, block_map: Callable = map, hi: torch.Tensor | None = None) -> torch.Tensor:
+    """The merged task vector of ``src`` (flat, float32), or with ``add_base`` the merged weights ``base +
+    merged`` (a ``DifferenceTaskVectors``' base, written in ``out``'s dtype: the streamed merge's output).
 
-
-def _ties(sparse: list[torch.Tensor], weights, zero_is_positive: bool = False) -> torch.Tensor:
-    """Sign election and disjoint mean, block by block (``CHUNK`` entries): a block's running sum,
-    numerator and divisor stay in the CPU's cache, and no full-size buffer exists beside the inputs but the
-    result. Per entry the operations and their order are those of the whole-tensor form."""
-    shape = sparse[0].shape
-    flats = [t.reshape(-1) for t in sparse]
-    n = flats[0].numel()
-    out = torch.empty(n, dtype=flats[0].dtype, device=flats[0].device)
+    Block by block (``CHUNK`` entries on the CPU, where a block's temporaries stay in cache; one block on an
+    accelerator, where small kernels cost more than memory): the per-entry operations and their order do
+    not depend on the block size, and a trim's threshold and DARE's masks are fixed for the whole tensor
+    first, so every block size gives the same bits. ``block_map`` runs the blocks (``map``, or a thread
+    pool's). ``hi``: an int16 buffer of >= ``numel`` entries for the trim's bit pass (else allocated)."""
+    n, nm = src.numel, src.count
+    weights = spec.weights if spec.weights is not None else (1.0,) * nm
+    if len(weights) != nm:
+        raise ValueError(f"merge: {len(weights)} weights for {nm} task vectors")
     ws = [float(w) for w in weights]
-    for i in range(0, n, CHUNK):
-        _ties_block([f[i:i + CHUNK] for f in flats], ws, zero_is_positive, out[i:i + CHUNK])
-    return out.view(shape)
+    coefs, divisor = spec.coefficients(nm)
+    size = CHUNK if src.device.type == "cpu" else max(1, n)
+    starts = range(0, n, size)
+    sparse = _block_sparsifier(src, spec, name, starts, size, block_map, hi)
+    if out is None:
+        out = torch.empty(n, dtype=torch.float32, device=src.device)
+
+    def one(s: int) -> None:
+        e = min(n, s + size)
+        state = src.prepare(s, e)
+        ts = [sparse(src.block(i, s, e, state), s, i) for i in range(nm)]
+        if spec.consensus == "ties":
+            merged = torch.empty_like(ts[0])
+            _ties_block(ts, ws, spec.ties_zero_sign == "positive", merged)
+            if spec.scale != 1.0:
+                merged.mul_(spec.scale)
+        else:
+            merged = torch.zeros_like(ts[0])
+            for c, t in zip(coefs, ts):
+                merged.add_(t, alpha=c)
+            if divisor != 1.0:
+                merged.div_(divisor)
+        out[s:e] = merged.add_(state) if add_base else merged
+
+    for _ in block_map(one, starts):
+        pass
+    return out
+
+
+def _block_sparsifier(src: TaskVectorSource, spec: MergeSpec, name: str, starts: range, size: int,
+                      block_map: Callable, hi: torch.Tensor | None) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """``sparse(block, start, i)``: model i's block sparsified. A magnitude trim first takes one pass per
+    model for its threshold (the top 16 bits of each magnitude and their histogram, then ``trim_plan``);
+    DARE's masks are drawn first, model after model, from the one stream per (seed, tensor name), in
+    ``CHUNK``-sized draws (the stream does not depend on the block size), kept as bytes on the CPU."""
+    n, nm = src.numel, src.count
+    if spec.sparsify == "magnitude":
+        if not 0.0 <= spec.density <= 1.0:
+            raise ValueError(f"density must be in [0, 1], got {spec.density}")
+        k = trim_keep_count(n, spec.density, spec.trim_count)
+        if k == 0:
+            return lambda t, s, i: torch.zeros_like(t)
+        if k >= n:
+            return lambda t, s, i: t
+        bits = hi[:n] if hi is not None else torch.empty(n, dtype=torch.int16)
+
+        def count_block(s: int, i: int) -> torch.Tensor:
+            e = min(n, s + size)
+            return high_bits(src.block(i, s, e, src.prepare(s, e)).abs_(), out=bits[s:e])
+
+        plans = []
+        for i in range(nm):
+            counts = sum(block_map(lambda s, i=i: count_block(s, i), starts))
+            plans.append(trim_plan(bits, counts, lambda at, i=i: src.at(i, at).abs_(), k))
+        return lambda t, s, i: apply_trim(t, plans[i], s)
+    if spec.sparsify == "dare":
+        p = spec.drop_p
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop probability must be in [0, 1), got {p}")
+        gen = tensor_generator(spec.seed, "merge", name)
+        masks = []
+        for _ in range(nm):
+            mask = torch.empty(n, dtype=torch.bool)
+            for s in range(0, n, CHUNK):
+                torch.ge(torch.rand(min(CHUNK, n - s), generator=gen), p, out=mask[s:s + CHUNK])
+            masks.append(mask)
+
+        def drop(t: torch.Tensor, s: int, i: int) -> torch.Tensor:
+            kept = t * masks[i][s:s + t.numel()].to(device=t.device, dtype=t.dtype)
+            return kept / (1.0 - p) if p > 0 else kept
+        return drop
+    return lambda t, s, i: t
 
 
 def _ties_block(ts: list[torch.Tensor], ws: list[float], zero_is_positive: bool, out: torch.Tensor) -> None:

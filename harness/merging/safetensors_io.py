@@ -13,6 +13,7 @@ Format: 8-byte little-endian header length N, N bytes of JSON ``{name: {dtype, s
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class TensorMeta:
     @property
     def nbytes(self) -> int:
         return self.end - self.begin
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 def _element_size(dtype: torch.dtype) -> int:

@@ -15,14 +15,12 @@ from typing import Sequence
 
 import torch
 
-from harness.merging.generalized import MergeSpec, _ties_block
+from harness.merging.generalized import DifferenceTaskVectors, MergeSpec, merge_source
 from harness.merging.safetensors_io import (
     CheckpointReader,
     SafetensorsWriter,
     check_compatible,
 )
-from harness.merging.sparsify import CHUNK, apply_trim, high_bits, trim_keep_count, trim_plan
-from harness.seeding import tensor_generator
 
 # Files an HF model directory carries besides its weights; copied from the base so the output loads.
 _SIDE_FILES = (
@@ -60,8 +58,10 @@ def merge_checkpoints(
         copy_side_files(Path(base_dir), out_dir)
         names = base.keys()
         largest = max((base.meta(k).nbytes for k in names), default=0)
-        # reads (base, each model), the output, the trim's bit histogram: buffers reused for every tensor
-        scratch = [torch.empty(largest, dtype=torch.uint8) for _ in range(len(models) + 3)]
+        entries = max((base.meta(k).numel for k in names), default=0)
+        # reads (base, each model), the output: buffers reused for every tensor; the trim's 16 bits per entry
+        scratch = [torch.empty(largest, dtype=torch.uint8) for _ in range(len(models) + 2)]
+        scratch.append(torch.empty(2 * entries, dtype=torch.uint8))
         out_path = out_dir / "model.safetensors"
         with SafetensorsWriter(out_path, {k: (base.meta(k).dtype, base.meta(k).shape) for k in names},
                                metadata={"format": "pt"}) as writer, _block_workers() as pool:
@@ -96,84 +96,11 @@ def _block_workers():
 def _merge_one(name: str, base: torch.Tensor, models: Sequence[CheckpointReader], spec: MergeSpec,
                scratch: Sequence[torch.Tensor], out_buf: torch.Tensor, hi_buf: torch.Tensor,
                pool: ThreadPoolExecutor) -> torch.Tensor:
-    """One parameter of the merged model, in the base's dtype: ``base + merge_tensor(task vectors)``, the
-    same operations, seeding and bits as every other entry point, computed block by block (``CHUNK``
-    entries) from the raw tensors as read (each in its scratch buffer) into ``out_buf``.
-
-    A block's task vectors, sparsified copies and consensus buffers stay in the CPU's cache; no full-size
-    float32 tensor exists. A magnitude trim first takes one pass per model for its threshold (the top 16
-    bits of each magnitude into ``hi_buf`` and their histogram, then ``trim_plan``). DARE's masks are drawn
-    first, model after model from the one stream per (seed, tensor name), as bytes (the stream does not
-    depend on the block size)."""
-    raws = [m.read(name, buf).reshape(-1) for m, buf in zip(models, scratch)]
-    bflat = base.reshape(-1)
-    n, nm = bflat.numel(), len(raws)
-    weights = spec.weights if spec.weights is not None else (1.0,) * nm
-    if len(weights) != nm:
-        raise ValueError(f"merge: {len(weights)} weights for {nm} task vectors")
-    ws = [float(w) for w in weights]
-    coefs, divisor = spec.coefficients(nm)
-    starts = range(0, n, CHUNK)
-
-    def tau(i: int, s: int, e: int, bf: torch.Tensor | None = None) -> torch.Tensor:
-        return raws[i][s:e].float() - (bflat[s:e].float() if bf is None else bf)
-
-    def sparse(t: torch.Tensor, s: int, i: int) -> torch.Tensor:  # model i's block at s, sparsified
-        return t
-
-    if spec.sparsify == "magnitude":
-        if not 0.0 <= spec.density <= 1.0:
-            raise ValueError(f"density must be in [0, 1], got {spec.density}")
-        k = trim_keep_count(n, spec.density, spec.trim_count)
-        if k == 0:
-            def sparse(t, s, i):
-                return torch.zeros_like(t)
-        elif k < n:
-            hi = hi_buf[: 2 * n].view(torch.int16)
-            plans = []
-            for i in range(nm):
-                counts = sum(pool.map(lambda s, i=i: high_bits(tau(i, s, s + CHUNK).abs_(), out=hi[s:s + CHUNK]),
-                                      starts))
-                plans.append(trim_plan(hi, counts, lambda at, i=i: (raws[i][at].float() - bflat[at].float()).abs_(),
-                                       k))
-
-            def sparse(t, s, i):
-                return apply_trim(t, plans[i], s)
-    elif spec.sparsify == "dare":
-        p = spec.drop_p
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop probability must be in [0, 1), got {p}")
-        gen = tensor_generator(spec.seed, "merge", name)
-        masks = []
-        for _ in range(nm):
-            mask = torch.empty(n, dtype=torch.bool)
-            for s in starts:
-                torch.ge(torch.rand(min(CHUNK, n - s), generator=gen), p, out=mask[s:s + CHUNK])
-            masks.append(mask)
-
-        def sparse(t, s, i):
-            out = t * masks[i][s:s + t.numel()].to(t.dtype)
-            return out / (1.0 - p) if p > 0 else out
-
+    """One parameter of the merged model, in the base's dtype: ``base + merge(task vectors)`` by the one
+    block-wise merge (``merge_source``), from the raw tensors as read (each in its scratch buffer) into
+    ``out_buf``, the blocks on the pool's threads. No full-size float32 tensor exists."""
+    raws = [m.read(name, buf) for m, buf in zip(models, scratch)]
     out = out_buf[: base.nbytes].view(base.dtype)
-
-    def block(s: int) -> None:
-        e = min(n, s + CHUNK)
-        bf = bflat[s:e].float()
-        ts = [sparse(tau(i, s, e, bf), s, i) for i in range(nm)]
-        if spec.consensus == "ties":
-            merged = torch.empty_like(bf)
-            _ties_block(ts, ws, spec.ties_zero_sign == "positive", merged)
-            if spec.scale != 1.0:
-                merged.mul_(spec.scale)
-        else:
-            merged = torch.zeros_like(bf)
-            for c, t in zip(coefs, ts):
-                merged.add_(t, alpha=c)
-            if divisor != 1.0:
-                merged.div_(divisor)
-        out[s:e] = merged.add_(bf)
-
-    for _ in pool.map(block, starts):
-        pass
+    hi = hi_buf[: 2 * base.numel()].view(torch.int16)
+    merge_source(DifferenceTaskVectors(raws, base), spec, name, add_base=True, out=out, block_map=pool.map, hi=hi)
     return out.view(base.shape)

@@ -4,7 +4,7 @@ A child is fully described by a typed recipe (``harness/store/recipes.py``: pare
 spec, an optional mutation), so an archive of hundreds of elites costs hundreds of small records. A model
 is *materialised* as a safetensors file of its weights, in the base's dtype (what an engine loads and
 what was scored), under ``storage_dir``: tensor by tensor, through the one merge path
-(``harness.merging.generalized.merge_tensor``) and the registered mutations, reading each parent's tensor
+(``harness.merging.generalized.merge_source``, block by block) and the registered mutations, reading each parent's tensor
 from its own file. So a worker's memory is a few tensors whatever the lineage depth or the archive size:
 no whole-model task vector is ever held (paper scale: a Llama-3-8B child is built in the memory of its
 largest tensor, not of the model).
@@ -32,7 +32,7 @@ from typing import Iterable, Mapping
 import torch
 
 from harness.errors import CheckpointError, ConfigError, NonFiniteError
-from harness.merging.generalized import merge_tensor
+from harness.merging.generalized import DifferenceTaskVectors, merge_source
 from harness.merging.mutations import svd_of
 from harness.merging.safetensors_io import (
     CheckpointReader,
@@ -261,7 +261,9 @@ class ModelStore:
                         w.write(k, base)
                         continue
                     t0 = time.perf_counter()
-                    t = merge_tensor((self._tau(p, k, open_files).to(self.device) for p in r.parents), r.merge, k)
+                    parents = [None if isinstance(self.recipes[p], BaseRecipe) else self._tensor(p, k, open_files)
+                               for p in r.parents]
+                    t = merge_source(DifferenceTaskVectors(parents, base, self.device), r.merge, k).view(base.shape)
                     t1 = time.perf_counter()
                     if mut is not None:
                         t = mut(k, t, self.expert_svd(r.svd_expert, k) if mut.needs_expert_svd else None)

@@ -81,14 +81,14 @@ def test_dare_masks_follow_the_seed_and_the_tensor_name_only(toy_models):
                                                             "ties_zero_sign": "positive", "weights": (0.6, 0.4)})],
                          ids=[c[0] for c in CASES] + ["ties_mergekit_rules"])
 def test_block_wise_streamed_merge_is_the_library_merge(tmp_path, monkeypatch, method, params, chunk):
-    """The streamed merge works in blocks of CHUNK entries (the trim's threshold, DARE's masks and the
-    consensus span blocks); with blocks far smaller than the tensors it still gives the library's bits,
-    also where many magnitudes tie at the trim threshold (quantized task vectors)."""
+    """The one merge works in blocks of CHUNK entries (the trim's threshold, DARE's masks and the
+    consensus span blocks); streamed with blocks far smaller than the tensors it gives the bits of the
+    in-memory merge in one block, also where many magnitudes tie at the trim threshold (quantized task
+    vectors)."""
     import harness.merging.generalized as gen_mod
     import harness.merging.sparsify as sp_mod
-    import harness.merging.streaming as st_mod
 
-    for mod in (gen_mod, sp_mod, st_mod):
+    for mod in (gen_mod, sp_mod):
         monkeypatch.setattr(mod, "CHUNK", chunk)
     g = torch.Generator().manual_seed(7)
     shapes = {"a.weight": (37, 29), "b.weight": (5, 3), "norm.weight": (101,)}
@@ -98,7 +98,7 @@ def test_block_wise_streamed_merge_is_the_library_merge(tmp_path, monkeypatch, m
     dirs = {"base": write_model(tmp_path / "base", base), **{n: write_model(tmp_path / n, sd) for n, sd in experts.items()}}
     spec = MERGE_METHODS.get(method).spec(**params)
     merge_checkpoints(dirs["base"], [dirs["e1"], dirs["e2"]], spec, tmp_path / "out")
-    for mod in (gen_mod, sp_mod, st_mod):
+    for mod in (gen_mod, sp_mod):
         monkeypatch.setattr(mod, "CHUNK", 1 << 30)  # the library's reference in one block
     with CheckpointReader(tmp_path / "out") as r:
         for k, b in base.items():
