@@ -98,7 +98,9 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     tasks = report["tasks"]
     t1, t2 = method_rows(report["table1"], tasks), method_rows(report["table2"], tasks)
     v = f"{report['variant']} variant, seed {report['seed']}"
-    md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + markdown(t2, tasks, f"Mini Table 2: ablations ({v})")
+    t2_md = (markdown(t2, tasks, f"Mini Table 2: ablations ({v})") if t2 else
+             f"### Mini Table 2: ablations ({v})\n\nNot run (`--tables 1`: Table 1 only).\n")
+    md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + t2_md
     md += "\n" + regime_text(report.get("regime"), tasks) + "\n"
     written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
                "json": out / "report.json", "html": out / "index.html"}
@@ -130,7 +132,7 @@ baselines {tm.get('baselines', 0):.0f} s, learned coefficients (CMA-ES / NSGA-II
 {sp.get('generations_per_hour') or 0:.0f} generations per hour.</p>
 <p>{html.escape(regime_text(report.get("regime"), tasks))}</p>
 <h2>Table 1</h2>{html_table(t1)}{_img(bars_figure(t1, tasks))}
-<h2>Table 2: ablations</h2>{html_table(t2)}
+<h2>Table 2: ablations</h2>{html_table(t2) if t2 else "<p>Not run (<code>--tables 1</code>: Table 1 only).</p>"}
 <h2>Progress</h2>{_img(progress_figure(runs))}
 <h2>Elite maps (CycleQD run, last generation)</h2>{imgs}
 </body></html>"""
