@@ -1,6 +1,6 @@
 """The one tensor-level merge: sparsify x weight x consensus x scale, for every entry point.
 
-Everything that combines task vectors goes through ``merge_tensor``: CycleQD's crossover (weights
+Everything that combines task vectors goes through ``merge_source``: CycleQD's crossover (weights
 normalised to 1) and final aggregation (softmax weights), the store's rebuilds, ``cycleqd merge`` (streamed
 from disk), the leaderboards' baselines and the learned-coefficient searchers. One function and one
 seeding rule (a DARE mask for tensor ``name`` comes from ``tensor_generator(spec.seed, "merge", name)``)
@@ -35,10 +35,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from harness.merging.sparsify import CHUNK, apply_trim, high_bits, trim_keep_count, trim_plan
+from harness.merging.sparsify import CHUNK, apply_trim, dare_mask, high_bits, trim_keep_count, trim_plan
 from harness.seeding import tensor_generator
 
 SPARSIFY = ("none", "magnitude", "dare")
+# entries per block on an accelerator: large enough that kernel launches do not dominate, small enough that a
+# block's float32 temporaries (a few per model) stay far below one 8B embedding matrix (525M entries)
+ACCELERATOR_BLOCK = 1 << 24
 CONSENSUS = ("none", "ties")
 
 
@@ -99,7 +102,8 @@ class TaskVectorSource(ABC):
 
     @abstractmethod
     def at(self, i: int, positions: torch.Tensor) -> torch.Tensor:
-        """Task vector ``i`` at flat ``positions``, float32."""
+        """Task vector ``i`` at flat ``positions`` (a CPU index tensor), float32 on the CPU: the trim's
+        threshold search gathers one histogram bucket, wherever the blocks are computed."""
 
 
 class StackedTaskVectors(TaskVectorSource):
@@ -119,7 +123,7 @@ class StackedTaskVectors(TaskVectorSource):
         return t.float() if t.dtype != torch.float32 else t.clone()
 
     def at(self, i, positions):
-        return self.flats[i][positions].float()
+        return self.flats[i][positions].float().cpu()
 
 
 class DifferenceTaskVectors(TaskVectorSource):
@@ -130,6 +134,8 @@ class DifferenceTaskVectors(TaskVectorSource):
         for m in models:
             if m is not None and m.shape != base.shape:
                 raise ValueError(f"merge: a model tensor of shape {list(m.shape)}, the base has {list(base.shape)}")
+        if not models:
+            raise ValueError("merge: no task vectors")
         self.models = [None if m is None else m.reshape(-1) for m in models]
         self.base = base.reshape(-1)
         self.count, self.numel, self.device = len(models), self.base.numel(), torch.device(device)
@@ -144,8 +150,8 @@ class DifferenceTaskVectors(TaskVectorSource):
     def at(self, i, positions):
         m = self.models[i]
         if m is None:
-            return torch.zeros(positions.numel(), device=self.device)
-        return m[positions].to(self.device).float() - self.base[positions].to(self.device).float()
+            return torch.zeros(positions.numel())
+        return (m[positions].float() - self.base[positions].float()).cpu()
 
 
 def merge_tensor(taus: Iterable[torch.Tensor], spec: MergeSpec, name: str) -> torch.Tensor:
@@ -159,18 +165,20 @@ def merge_source(src: TaskVectorSource, spec: MergeSpec, name: str, *, add_base:
     """The merged task vector of ``src`` (flat, float32), or with ``add_base`` the merged weights ``base +
     merged`` (a ``DifferenceTaskVectors``' base, written in ``out``'s dtype: the streamed merge's output).
 
-    Block by block (``CHUNK`` entries on the CPU, where a block's temporaries stay in cache; one block on an
-    accelerator, where small kernels cost more than memory): the per-entry operations and their order do
+    Block by block (``CHUNK`` entries on the CPU, where a block's temporaries stay in cache;
+    ``ACCELERATOR_BLOCK`` on an accelerator, where small kernels cost more than memory): the per-entry operations and their order do
     not depend on the block size, and a trim's threshold and DARE's masks are fixed for the whole tensor
     first, so every block size gives the same bits. ``block_map`` runs the blocks (``map``, or a thread
     pool's). ``hi``: an int16 buffer of >= ``numel`` entries for the trim's bit pass (else allocated)."""
     n, nm = src.numel, src.count
+    if add_base and not isinstance(src, DifferenceTaskVectors):
+        raise TypeError("merge: add_base needs a DifferenceTaskVectors source (it adds that source's base)")
     weights = spec.weights if spec.weights is not None else (1.0,) * nm
     if len(weights) != nm:
         raise ValueError(f"merge: {len(weights)} weights for {nm} task vectors")
     ws = [float(w) for w in weights]
     coefs, divisor = spec.coefficients(nm)
-    size = CHUNK if src.device.type == "cpu" else max(1, n)
+    size = CHUNK if src.device.type == "cpu" else ACCELERATOR_BLOCK
     starts = range(0, n, size)
     sparse = _block_sparsifier(src, spec, name, starts, size, block_map, hi)
     if out is None:
@@ -201,9 +209,9 @@ def merge_source(src: TaskVectorSource, spec: MergeSpec, name: str, *, add_base:
 def _block_sparsifier(src: TaskVectorSource, spec: MergeSpec, name: str, starts: range, size: int,
                       block_map: Callable, hi: torch.Tensor | None) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
     """``sparse(block, start, i)``: model i's block sparsified. A magnitude trim first takes one pass per
-    model for its threshold (the top 16 bits of each magnitude and their histogram, then ``trim_plan``);
-    DARE's masks are drawn first, model after model, from the one stream per (seed, tensor name), in
-    ``CHUNK``-sized draws (the stream does not depend on the block size), kept as bytes on the CPU."""
+    model for its threshold (the top 16 bits of each magnitude and their histogram, then ``trim_plan``; the
+    one bucket it gathers is on the CPU); DARE's masks (``dare_mask``) are drawn first, model after model,
+    from the one stream per (seed, tensor name), kept as bytes on the CPU."""
     n, nm = src.numel, src.count
     if spec.sparsify == "magnitude":
         if not 0.0 <= spec.density <= 1.0:
@@ -229,12 +237,7 @@ def _block_sparsifier(src: TaskVectorSource, spec: MergeSpec, name: str, starts:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"drop probability must be in [0, 1), got {p}")
         gen = tensor_generator(spec.seed, "merge", name)
-        masks = []
-        for _ in range(nm):
-            mask = torch.empty(n, dtype=torch.bool)
-            for s in range(0, n, CHUNK):
-                torch.ge(torch.rand(min(CHUNK, n - s), generator=gen), p, out=mask[s:s + CHUNK])
-            masks.append(mask)
+        masks = [dare_mask(n, p, gen) for _ in range(nm)]
 
         def drop(t: torch.Tensor, s: int, i: int) -> torch.Tensor:
             kept = t * masks[i][s:s + t.numel()].to(device=t.device, dtype=t.dtype)

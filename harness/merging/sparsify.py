@@ -124,12 +124,22 @@ def _mag(x: torch.Tensor) -> torch.Tensor:
     return x.abs() if x.dtype == torch.float32 else x.abs().float()
 
 
+def dare_mask(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE's keep mask for ``n`` entries (bool, on the CPU): entry j kept iff its uniform draw is >= ``p``.
+    Drawn in ``CHUNK``-sized pieces from the one stream, so the mask does not depend on how a merge walks
+    the tensor (the draws are the same sequence as one ``torch.rand(n)``)."""
+    mask = torch.empty(n, dtype=torch.bool)
+    for s in range(0, n, CHUNK):
+        torch.ge(torch.rand(min(CHUNK, n - s), generator=generator), p, out=mask[s:s + CHUNK])
+    return mask
+
+
 def dare_drop(tau: torch.Tensor, p: float, generator: torch.Generator, rescale: bool = True) -> torch.Tensor:
     """DARE: drop each entry with probability ``p`` and rescale the survivors by 1 / (1 - p)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"drop probability must be in [0, 1), got {p}")
-    keep = (torch.rand(tau.shape, generator=generator) >= p).to(tau.device)  # drawn on the CPU: same mask on any device
-    out = tau * keep.to(tau.dtype)
+    keep = dare_mask(tau.numel(), p, generator).view(tau.shape)  # drawn on the CPU: same mask on any device
+    out = tau * keep.to(device=tau.device, dtype=tau.dtype)
     if rescale and p > 0:
         out = out / (1.0 - p)
     return out

@@ -75,3 +75,34 @@ def test_registry_errors_name_the_problem():
         MERGE_METHODS.get("mean").spec(density=0.3)
     with pytest.raises(ValueError, match="unknown consensus"):
         MergeSpec(consensus="vote")
+
+
+def test_merge_source_errors_name_the_problem():
+    from harness.merging.generalized import DifferenceTaskVectors, StackedTaskVectors, merge_source
+
+    with pytest.raises(ValueError, match="no task vectors"):
+        DifferenceTaskVectors([], torch.ones(3))
+    with pytest.raises(ValueError, match="no task vectors"):
+        StackedTaskVectors([])
+    with pytest.raises(TypeError, match="add_base needs a DifferenceTaskVectors"):
+        merge_source(StackedTaskVectors([torch.ones(3)]), MergeSpec(), "x", add_base=True)
+    with pytest.raises(ValueError, match="shape"):
+        DifferenceTaskVectors([torch.ones(4)], torch.ones(3))
+
+
+def test_difference_source_with_the_base_as_a_parent_is_a_zero_task_vector():
+    from harness.merging.generalized import DifferenceTaskVectors, merge_source
+
+    base, m = torch.randn(50), torch.randn(50)
+    got = merge_source(DifferenceTaskVectors([None, m], base), MergeSpec(normalize=True), "x")
+    assert torch.equal(got, merge_tensor([torch.zeros(50), m - base], MergeSpec(normalize=True), "x"))
+
+
+def test_dare_mask_does_not_depend_on_the_chunk(monkeypatch):
+    import harness.merging.sparsify as sp
+    from harness.merging.sparsify import dare_mask
+
+    whole = dare_mask(1000, 0.4, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(sp, "CHUNK", 48)
+    assert torch.equal(dare_mask(1000, 0.4, torch.Generator().manual_seed(1)), whole)
+    assert torch.equal(whole, torch.rand(1000, generator=torch.Generator().manual_seed(1)) >= 0.4)
