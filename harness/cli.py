@@ -59,7 +59,7 @@ def _cmd_report(a) -> int:
 
 def _cmd_bench(a) -> int:
     report = scale_bench.run(int(float(a.params)), a.generations, a.mutation, Path(a.root) if a.root else None,
-                             device=a.device, progress=not a.json)
+                             device=a.device)
     if a.json:
         print(json.dumps(report))
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from harness.merging.safetensors_io import CheckpointReader, SafetensorsReader, SafetensorsWriter
 from harness.qd.cycle import CycleQD, QDSettings
+from harness.runner.checkpoint import atomic_write_json
 from harness.seeding import tensor_generator
 from harness.store.model_store import ModelStore
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
@@ -145,6 +147,11 @@ def copy_seconds(model_dir: Path, out: Path) -> float:
     return dt
 
 
+def _peak_rss() -> int:
+    """This process's peak resident set so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def depth(store: ModelStore, model_id: str, memo: dict) -> int:
     if model_id in memo:
         return memo[model_id]
@@ -185,8 +192,15 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
                          "mutation": store.seconds["mutation"] - s0["mutation"]
                          - (store.seconds["expert_svd"] - s0["expert_svd"]),
                          "wall": wall, "built": store.materialisations - n0})
-        if progress:
-            print(f"bench scale: generation {job.generation}/{generations}: {wall:.1f} s", flush=True)
+        # what an hours-long run has measured so far survives it being stopped
+        atomic_write_json(work / "progress.json", {
+            "generation": job.generation, "generations": generations, "checkpoint_bytes": ckpt,
+            "peak_rss_bytes": _peak_rss(), "copy_seconds": copy_s,
+            "expert_svd_seconds": store.seconds["expert_svd"], "children": children}, indent=1)
+        if progress:  # stderr: stdout is the one JSON line with --json
+            print(f"bench scale: generation {job.generation}/{generations}: {wall:.1f} s "
+                  f"(merge {children[-1]['merge']:.1f} s, mutation {children[-1]['mutation']:.1f} s, "
+                  f"peak RSS {_peak_rss() / ckpt:.2f}x the checkpoint)", file=sys.stderr, flush=True)
     recipe, _ = qd.aggregate_recipe()
     final = store.add(recipe)
     t0 = time.perf_counter()
@@ -200,7 +214,7 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
     fresh.discard_files()
     store.discard_files()
     n = max(1, len(children))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     return {"params": shape.params(), "shape": shape.__dict__, "checkpoint_bytes": ckpt, "peak_rss_bytes": peak,
             "peak_rss_over_checkpoint": peak / ckpt,
             "child_seconds": {"merge": sum(c["merge"] for c in children) / n,

@@ -15,7 +15,9 @@ def test_shapes_follow_the_size():
 
 def test_bench_scale_reports_memory_time_and_depth(tmp_path, capsys):
     assert main(["bench", "scale", "--params", "3e5", "--generations", "4", "--root", str(tmp_path), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out.strip())  # stdout: exactly the one JSON line; progress goes to stderr
+    assert "bench scale: generation 4/4" in captured.err
     for key in ("checkpoint_bytes", "peak_rss_bytes", "child_seconds", "copy_seconds", "max_lineage_depth",
                 "generations"):
         assert key in rep, key
@@ -23,4 +25,6 @@ def test_bench_scale_reports_memory_time_and_depth(tmp_path, capsys):
     assert rep["generations"] == 4 and rep["max_lineage_depth"] >= 1
     assert rep["fresh_export_rebuilt"] >= 1  # a fresh store rebuilt the final model's lineage from recipes
     assert rep["checkpoint_bytes"] > 2 * 0.6 * 3e5  # bf16
+    so_far = json.loads((tmp_path / "work" / "progress.json").read_text())  # kept if a long run is stopped
+    assert so_far["generation"] == 4 and len(so_far["children"]) == 4 and so_far["peak_rss_bytes"] > 0
     assert not (tmp_path / "work" / "store").exists() or not list((tmp_path / "work" / "store").glob("*.safetensors"))
