@@ -18,6 +18,8 @@ Two kinds of sandbox, each an abstract base that the registries of ``harness.reg
 from __future__ import annotations
 
 import enum
+import os
+import select
 import signal
 import subprocess
 import threading
@@ -206,6 +208,31 @@ class CappedOutput:
         return ExecResult(rc, out, err, status, time.monotonic() - t0)
 
 
+def wait_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``proc`` to exit (True) or not (False), woken by the exit itself.
+
+    Why not ``proc.wait(timeout)``: on POSIX it polls with sleeps that grow to 50 ms, so a judgement that
+    ends after 30 ms is noticed up to 50 ms later; a profile of the coding judge spent more time in those
+    sleeps than in the sandboxed program. A pidfd (Linux >= 5.3) becomes readable when the process exits;
+    without one, the polling wait is the fallback."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, an old kernel, or the process is gone (reaped)
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        proc.wait()
+        return True
+    finally:
+        os.close(fd)
+
+
 def wait_capped(proc: subprocess.Popen, kill_tree: Callable[[], None], lim: Limits, stdin: bytes | None, t0: float,
                 oom: Callable[[], bool] = lambda: False) -> ExecResult:
     """Feed stdin, keep at most ``lim.output_bytes`` of output (more kills the run), enforce the wall clock,
@@ -229,11 +256,8 @@ def wait_capped(proc: subprocess.Popen, kill_tree: Callable[[], None], lim: Limi
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
-    timed_out = False
-    try:
-        proc.wait(timeout=lim.wall_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    timed_out = not wait_exit(proc, lim.wall_s)
+    if timed_out:
         kill_tree()
         proc.kill()
         proc.wait()

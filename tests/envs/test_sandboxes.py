@@ -79,14 +79,14 @@ def py(sandbox, code, **kw):
     return sandbox.run([sandbox.python, "-c", textwrap.dedent(code)], **kw)
 
 
-def sandbox_processes():
+def _sandbox_candidates() -> dict[str, str]:
     """Live processes of uid 65534 in a PID namespace other than the host's (where every sandboxed process
     runs; the host-side workers of other suites that run as nobody do not count), not in another process's
     sandbox cgroup. Not zombies: bubblewrap, started as that uid, leaves one helper to the host's init to
     reap (as it did as root, where this listing did not see it), and a zombie runs nothing."""
     out = subprocess.run(["ps", "-eo", "pid,user,stat,args"], capture_output=True, text=True).stdout
     host_ns = os.readlink("/proc/self/ns/pid")
-    live = []
+    live = {}
     for line in out.splitlines()[1:]:
         pid, user, stat = line.split()[:3]
         if user not in ("nobody", "65534") or stat.startswith("Z"):
@@ -99,8 +99,20 @@ def sandbox_processes():
             continue
         if "/cycleqd/run-" in cg and f"/cycleqd/run-{os.getpid()}-" not in cg:
             continue
-        live.append(line)
+        live[pid] = line
     return live
+
+
+def sandbox_processes(settle_s: float = 2.0) -> list[str]:
+    """The listing above, counting only processes still there after ``settle_s``: a process caught while it
+    exits has already left its cgroup (the kernel shows it in the root one) and is no leftover. Seen under
+    load, beside an experiment whose code sandboxes were ending; a real leftover (a daemon) stays."""
+    live = _sandbox_candidates()
+    deadline = time.monotonic() + settle_s
+    while live and time.monotonic() < deadline:
+        time.sleep(0.1)
+        live = {pid: line for pid, line in _sandbox_candidates().items() if pid in live}
+    return list(live.values())
 
 
 def test_a_normal_program_runs(sandbox):
