@@ -46,6 +46,9 @@ class ModelConfig:
     # bytes of materialised children kept on disk (run_dir/store) beyond the pinned ones (the archives'
     # elites, the jobs in flight); memory does not depend on it: models are built tensor by tensor
     cache_bytes: int = 1 << 30
+    # bytes of all materialised children on disk, elites included (null: no bound); past it the oldest
+    # elites' files go too and are rebuilt from their recipes when needed (at 8B an elite is a 16 GB file)
+    disk_bytes: Optional[int] = None
     # where merges and mutations run: cpu | cuda | cuda:N | auto (cuda when visible); float32 either way
     device: str = "cpu"
 
@@ -255,6 +258,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("model.experts: missing (give expert HF directories or a model.builder)")
     if m.cache_bytes <= 0:
         raise ConfigError(f"model.cache_bytes: must be > 0, got {m.cache_bytes}")
+    if m.disk_bytes is not None and m.disk_bytes < m.cache_bytes:
+        raise ConfigError(f"model.disk_bytes: must be >= model.cache_bytes ({m.cache_bytes}), got {m.disk_bytes}")
     if m.builder is not None:
         WORLD_BUILDERS.get(m.builder.kind)
     validate_engine(OmegaConf.to_container(cfg.engine), "engine")

@@ -29,6 +29,7 @@ from harness.store.model_store import ModelStore
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 
 TASKS = ("code", "os", "db")
+DISK_CHECKPOINTS = 8  # the store's disk budget, in checkpoints
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,10 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
     base, experts, shape = build_models(root, n_params)
     ckpt = (base / "model.safetensors").stat().st_size
     work = root / "work"
-    store = ModelStore(base_dir=base, experts=experts, cache_bytes=2 * ckpt, storage_dir=work / "store", device=device)
+    # disk: two task vectors of cache, eight checkpoints in all (elites beyond that are rebuilt from recipes):
+    # an unbounded elite store filled this machine's 37 GB free at 1e9 after 13 generations
+    store = ModelStore(base_dir=base, experts=experts, cache_bytes=2 * ckpt, storage_dir=work / "store", device=device,
+                       disk_bytes=DISK_CHECKPOINTS * ckpt)
     store.discard_files()  # a fresh run: nothing materialised from a previous one
     store.storage_dir.mkdir(parents=True, exist_ok=True)
     copy_s = copy_seconds(base, work / "copy.safetensors")
@@ -176,6 +180,7 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
                             bins=5, mutation=mutation), store.add)
     memo: dict = {}
     children = []
+    stored_max = 0
     while not qd.done:
         job = qd.ask()
         if job.kind == "seed":
@@ -186,6 +191,7 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
         scores = probe(job.model_id)
         wall = time.perf_counter() - t0
         qd.tell(job, scores)
+        stored_max = max(stored_max, store.stored_bytes())  # before eviction: the disk's peak
         store.evict({e.model_id for a in qd.archives.values() for e in a.elites()})
         children.append({"merge": store.seconds["merge"] - s0["merge"],
                          # SVDs of the experts are computed once (reported apart), not per child
@@ -223,5 +229,6 @@ def run(n_params: int, generations: int, mutation: str = "svd_official", root: P
             "copy_seconds": copy_s, "expert_svd_seconds_once": store.seconds["expert_svd"],
             "merge_mutation_over_copy": (sum(c["merge"] + c["mutation"] for c in children) / n) / copy_s,
             "max_lineage_depth": max((depth(store, c, memo) for c in store.recipes), default=0),
-            "fresh_export_rebuilt": rebuilt, "generations": generations, "mutation": mutation,
+            "fresh_export_rebuilt": rebuilt, "stored_bytes_max": stored_max,
+            "disk_budget_bytes": store.disk_bytes, "generations": generations, "mutation": mutation,
             "device": str(store.device), "threads": torch.get_num_threads()}

@@ -131,7 +131,7 @@ class Runner:
 
     # -- state --------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        self.store.evict(self.pinned())
+        self.store.evict(self.pinned(), protect=self.in_flight())
         atomic_write_json(self.run_dir / CHECKPOINT, {
             "version": FORMAT_VERSION,
             "qd": self.qd.state(),
@@ -139,14 +139,18 @@ class Runner:
             "recipes": self.store.merge_recipes(),
         })
 
+    def in_flight(self) -> set[str]:
+        """The jobs in flight and their parents: files a worker may be reading right now."""
+        out: set[str] = set()
+        for job in self.pending.values():
+            out.add(job.model_id)
+            out.update(job.parents)
+        return out
+
     def pinned(self) -> set[str]:
         """Models whose files the store keeps: the archives' elites (future parents) and the jobs in flight
         with their parents."""
-        keep = {e.model_id for a in self.qd.archives.values() for e in a.elites()}
-        for job in self.pending.values():
-            keep.add(job.model_id)
-            keep.update(job.parents)
-        return keep
+        return {e.model_id for a in self.qd.archives.values() for e in a.elites()} | self.in_flight()
 
     def snapshot(self, generation: int) -> None:
         atomic_write_json(self.run_dir / "snapshots" / f"gen_{generation:06d}.json", {

@@ -43,6 +43,7 @@ def resolve_world(cfg, run_dir: Path) -> tuple[Path, dict[str, Path], Path]:
 def make_store(cfg, run_dir: Path) -> ModelStore:
     base, experts, _ = resolve_world(cfg, run_dir)
     return ModelStore(base_dir=base, experts=experts, cache_bytes=int(cfg.model.cache_bytes),
+                      disk_bytes=cfg.model.get("disk_bytes"),
                       storage_dir=run_dir / STORE_DIR, device=cfg.model.get("device", "cpu"))
 
 
@@ -53,6 +54,7 @@ class Evaluator:
         self.run_dir = Path(run_dir)
         base, experts, data_root = resolve_world(self.cfg, self.run_dir)
         self.store = ModelStore(base_dir=base, experts=experts, cache_bytes=int(self.cfg.model.cache_bytes),
+                                disk_bytes=self.cfg.model.get("disk_bytes"),
                                 storage_dir=self.run_dir / STORE_DIR, device=self.cfg.model.get("device", "cpu"))
         ctx = DomainContext(run_dir=self.run_dir, seed=int(self.cfg.seed), data_root=data_root,
                             base_dir=self.store.base_dir, engine=OmegaConf.to_container(self.cfg.engine))

@@ -74,10 +74,14 @@ class ModelStore:
     """Base + experts on disk, children as recipes materialised into ``storage_dir`` (module docstring).
 
     ``cache_bytes`` bounds the bytes of children's files that ``evict`` keeps beyond the pinned ones;
-    ``storage_dir`` defaults to a temporary directory removed by ``close``."""
+    ``disk_bytes`` (None: no bound) bounds them all, pinned ones (the archives' elites) included: at paper
+    scale an elite is a 16 GB file and an archive holds hundreds, so past the budget the least recently
+    written elites go too and are rebuilt from their recipes if asked for again (bit for bit, at the cost
+    of rebuilding their ancestors that are gone). ``storage_dir`` defaults to a temporary directory
+    removed by ``close``."""
 
     def __init__(self, *, base_dir: str | Path, experts: Mapping[str, str | Path], cache_bytes: int = 1 << 30,
-                 storage_dir: str | Path | None = None, device: str = "cpu"):
+                 storage_dir: str | Path | None = None, device: str = "cpu", disk_bytes: int | None = None):
         self.device = resolve_device(device)
         self.base_dir = Path(base_dir)
         if not self.base_dir.is_dir():
@@ -97,6 +101,7 @@ class ModelStore:
             self.recipes[expert_id(name)] = ExpertRecipe(name)
         self._serial: dict[str, dict] = {}  # merge recipes' serialised form, by id
         self.cache_bytes = int(cache_bytes)
+        self.disk_bytes = None if disk_bytes is None else int(disk_bytes)
         self._owns_dir = storage_dir is None
         self.storage_dir = Path(storage_dir) if storage_dir else Path(tempfile.mkdtemp(prefix="cycleqd-store-"))
         self.storage_dir.mkdir(parents=True, exist_ok=True)
@@ -366,23 +371,34 @@ class ModelStore:
     def stored_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.storage_dir.glob("*.safetensors"))
 
-    def evict(self, keep: Iterable[str] = ()) -> list[str]:
+    def evict(self, keep: Iterable[str] = (), protect: Iterable[str] = ()) -> list[str]:
         """Delete the least recently written children's files beyond ``cache_bytes``, never those in
-        ``keep`` (a deleted model is rebuilt from its recipe if it is asked for again). Returns the ids."""
-        keep = set(keep)
+        ``keep``; then, beyond ``disk_bytes``, those in ``keep`` too, oldest first, but never those in
+        ``protect`` (jobs in flight, whose files a worker may be opening). A deleted model is rebuilt from
+        its recipe if it is asked for again. Returns the ids."""
+        keep, protect = set(keep), set(protect)
         files = sorted(self.storage_dir.glob("*.safetensors"), key=lambda f: f.stat().st_mtime_ns)
-        total = sum(f.stat().st_size for f in files)
+        sizes = {f: f.stat().st_size for f in files}
+        total = sum(sizes.values())
         gone = []
+
+        def drop(f: Path) -> None:
+            nonlocal total
+            f.unlink(missing_ok=True)
+            total -= sizes[f]
+            gone.append(f.name[: -len(".safetensors")])
+
         for f in files:
             if total <= self.cache_bytes:
                 break
-            mid = f.name[: -len(".safetensors")]
-            if mid in keep:
-                continue
-            size = f.stat().st_size
-            f.unlink(missing_ok=True)
-            total -= size
-            gone.append(mid)
+            if f.name[: -len(".safetensors")] not in keep:
+                drop(f)
+        if self.disk_bytes is not None:
+            for f in files:
+                if total <= self.disk_bytes:
+                    break
+                if f.exists() and f.name[: -len(".safetensors")] not in protect:
+                    drop(f)
         return gone
 
     def discard_files(self) -> None:

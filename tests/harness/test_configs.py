@@ -51,3 +51,11 @@ def test_bad_config_is_one_line_at_load_and_writes_nothing(tmp_path, override, m
         load_config(REPO / "configs" / "mini.yaml", [override])
     assert main(["run", str(REPO / "configs" / "mini.yaml"), override, "--run-dir", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_disk_budget_below_the_cache_is_refused_by_name():
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.disk_bytes: must be >= model.cache_bytes"):
+        load_config(REPO / "configs" / "paper_table1.yaml", ["model.disk_bytes=10"])
+    assert load_config(REPO / "configs" / "paper_table1.yaml").model.disk_bytes == 1 << 40

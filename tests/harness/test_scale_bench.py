@@ -25,6 +25,8 @@ def test_bench_scale_reports_memory_time_and_depth(tmp_path, capsys):
     assert rep["generations"] == 4 and rep["max_lineage_depth"] >= 1
     assert rep["fresh_export_rebuilt"] >= 1  # a fresh store rebuilt the final model's lineage from recipes
     assert rep["checkpoint_bytes"] > 2 * 0.6 * 3e5  # bf16
+    # the disk budget holds after every eviction; before one, at most the child just built is beyond it
+    assert rep["stored_bytes_max"] <= rep["disk_budget_bytes"] + rep["checkpoint_bytes"] + 4096
     so_far = json.loads((tmp_path / "work" / "progress.json").read_text())  # kept if a long run is stopped
     assert so_far["generation"] == 4 and len(so_far["children"]) == 4 and so_far["peak_rss_bytes"] > 0
     assert not (tmp_path / "work" / "store").exists() or not list((tmp_path / "work" / "store").glob("*.safetensors"))

@@ -62,6 +62,24 @@ def test_stored_children_are_bounded_in_bytes_and_pinned_ones_stay(toy_models):
     assert not s.storage_dir.exists()  # a store's own temporary directory goes with it
 
 
+def test_disk_budget_evicts_elites_too_but_not_jobs_in_flight(toy_models):
+    """At paper scale elites are 16 GB files: past ``disk_bytes`` the oldest go (rebuilt from recipes, same
+    bits), never a job in flight."""
+    s = store_for(toy_models)
+    ids = [s.add(child([expert_id("e1"), expert_id("e2")], [1.0, 1.0], i)) for i in range(6)]
+    first = {i: {k: v.clone() for k, v in s.task_vector(i).items()} for i in ids}
+    one = s.path(ids[0]).stat().st_size
+    s.cache_bytes, s.disk_bytes = one, 3 * one
+    gone = s.evict(keep=set(ids), protect={ids[1]})
+    assert gone == [ids[0], ids[2], ids[3]] and s.cached_ids() == [ids[1], ids[4], ids[5]]
+    assert s.stored_bytes() <= s.disk_bytes
+    built = s.materialisations
+    assert all(torch.equal(first[ids[0]][k], v) for k, v in s.task_vector(ids[0]).items())
+    assert s.materialisations == built + 1
+    s.disk_bytes = None  # no bound: elites stay whatever their bytes
+    assert s.evict(keep=set(ids)) == []
+
+
 def test_a_child_is_the_weights_that_were_scored(toy_models):
     """Its task vector is its stored weights minus the base: the state dict an engine got, and what the
     next generation merges."""
