@@ -98,7 +98,8 @@ class TaskVectorSource(ABC):
 
     @abstractmethod
     def block(self, i: int, start: int, stop: int, state: Any) -> torch.Tensor:
-        """Task vector ``i`` on [start, stop), float32 (a fresh tensor the caller may modify)."""
+        """Task vector ``i`` on [start, stop), float32; may be a view of the caller's tensor, so the merge
+        never writes to it."""
 
     @abstractmethod
     def at(self, i: int, positions: torch.Tensor) -> torch.Tensor:
@@ -119,8 +120,7 @@ class StackedTaskVectors(TaskVectorSource):
         self.count, self.numel, self.device = len(taus), self.flats[0].numel(), self.flats[0].device
 
     def block(self, i, start, stop, state):
-        t = self.flats[i][start:stop]
-        return t.float() if t.dtype != torch.float32 else t.clone()
+        return self.flats[i][start:stop].float()  # a view when already float32: nothing writes to blocks
 
     def at(self, i, positions):
         return self.flats[i][positions].float().cpu()
@@ -225,7 +225,7 @@ def _block_sparsifier(src: TaskVectorSource, spec: MergeSpec, name: str, starts:
 
         def count_block(s: int, i: int) -> torch.Tensor:
             e = min(n, s + size)
-            return high_bits(src.block(i, s, e, src.prepare(s, e)).abs_(), out=bits[s:e])
+            return high_bits(src.block(i, s, e, src.prepare(s, e)).abs(), out=bits[s:e])
 
         plans = []
         for i in range(nm):

@@ -305,3 +305,20 @@ def test_no_cgroup_mount_or_container_is_left_behind(sandbox, monkeypatch):
     else:
         assert not [c for c in client().containers.list(all=True, filters=mine) if c.id not in earlier[0]]
         assert not [v for v in client().volumes.list(filters=mine) if v.name not in earlier[1]]
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling fallback"])
+def test_wait_exit_wakes_on_exit_and_times_out(monkeypatch, pidfd):
+    from envs.sandbox.base import wait_exit
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    quick = subprocess.Popen(["sleep", "0.05"])
+    t0 = time.monotonic()
+    assert wait_exit(quick, 10) and quick.returncode == 0 and time.monotonic() - t0 < 5
+    slow = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not wait_exit(slow, 0.2) and slow.poll() is None
+    finally:
+        slow.kill()
+        slow.wait()
