@@ -106,3 +106,13 @@ def test_dare_mask_does_not_depend_on_the_chunk(monkeypatch):
     monkeypatch.setattr(sp, "CHUNK", 48)
     assert torch.equal(dare_mask(1000, 0.4, torch.Generator().manual_seed(1)), whole)
     assert torch.equal(whole, torch.rand(1000, generator=torch.Generator().manual_seed(1)) >= 0.4)
+
+
+@pytest.mark.parametrize("method,params", [("ties", {"density": 0.3}), ("mean", {}), ("dare_ties", {"drop_p": 0.5}),
+                                           ("task_arithmetic", {"scale": 0.5})])
+def test_merge_never_writes_to_the_callers_task_vectors(method, params):
+    """Blocks of float32 task vectors are views of the caller's tensors."""
+    taus = [torch.randn(70000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    before = [t.clone() for t in taus]
+    merge_tensor(taus, get_merge_method(method).spec(**params), "x")
+    assert all(torch.equal(a, b) for a, b in zip(taus, before))
