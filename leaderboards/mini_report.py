@@ -79,6 +79,54 @@ def bars_figure(rows: list[dict], tasks: list[str]) -> bytes:
     return data
 
 
+def scaling_figure(regime: dict, tasks: list[str]) -> bytes:
+    """Fraction of each expert's gain kept against the scale of its task vector (0: the base, 1: the
+    expert), the expert alone; the mean merge (each task vector at 1/3, the others added) as a cross.
+    On the diagonal a skill is linear in its task vector; the paper's regime sits above it."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot([0, 1], [0, 1], color="#bbb", lw=1, ls="--", label="linear")
+    for j, t in enumerate(tasks):
+        pts = sorted((float(a), r) for a, r in regime["scaled_alone"][t].items() if r is not None)
+        if regime["retention"][t] is None:
+            continue
+        c = f"C{j}"
+        ax.plot([0, *[a for a, _ in pts], 1], [0, *[r for _, r in pts], 1], marker="o", color=c,
+                label=f"{COLUMNS.get(t, t)} expert alone")
+        ax.plot([1 / 3], [regime["retention"][t]], marker="x", ms=10, mew=2, ls="", color=c)
+    ax.axhline(0.5, color="#888", lw=0.8)
+    ax.set(xlabel="task-vector scale", ylabel="fraction of the expert's gain kept",
+           title="skills against task-vector scale (x: mean merge)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def write_regime_report(out: Path, report: dict) -> dict[str, Path]:
+    """``--tables regime``: the scores (opt and test pooled), the regime's verdict, how much of each skill
+    survives scaling alone, and the scaling figure."""
+    tasks, reg = report["tasks"], report["regime"]
+    n = ", ".join(f"{COLUMNS.get(t, t)} {reg['instances'][t]}" for t in tasks)
+    scales = sorted({a for t in tasks for a in reg["scaled_alone"][t]}, key=float)
+    lines = [f"| Family | {' | '.join(f'alone x {float(a):.2f}' for a in scales)} | mean merge |", "|---" * (len(scales) + 2) + "|"]
+    for t in tasks:
+        cells = [reg["scaled_alone"][t][a] for a in scales] + [reg["retention"][t]]
+        lines.append(f"| {COLUMNS.get(t, t)} | " + " | ".join("n/a" if c is None else f"{100 * c:.0f}%" for c in cells) + " |")
+    md = (percent_table(report["scores"], tasks, f"World regime: scores on opt and test pooled ({n} instances)", COLUMNS)
+          + "\n" + regime_text(reg, tasks) + "\n\n### Fraction of each expert's gain kept\n\n" + "\n".join(lines) + "\n"
+          + "\n||tau|| / ||theta||: " + ", ".join(f"{k} {v:.3f}" for k, v in reg["tau_over_theta"].items())
+          + "; cosines: " + ", ".join(f"{k} {v:.3f}" for k, v in reg["cosine"].items() if v is not None) + "\n")
+    written = {"md": out / "tables.md", "json": out / "report.json", "html": out / "index.html"}
+    atomic_write_bytes(written["md"], md.encode())
+    atomic_write_json(written["json"], report, indent=1)
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>mini world regime</title></head>"
+            f"<body style=\"font-family:sans-serif;max-width:900px;margin:2em auto\"><h1>The mini world's regime</h1>"
+            f"<pre>{html.escape(md)}</pre>{_img(scaling_figure(reg, tasks))}</body></html>")
+    atomic_write_bytes(written["html"], page.encode())
+    return written
+
+
 def _img(data: bytes | None) -> str:
     return "" if data is None else f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 

@@ -26,12 +26,12 @@ from domains.mini.world import ensure_world
 from harness.config import load_config
 from harness.engines import engine_seconds
 from harness.leaderboard import Leaderboard
-from harness.registry import METHODS
+from harness.registry import MERGE_METHODS, METHODS
 from harness.runner.checkpoint import read_json
 from harness.runner.worker import Evaluator
-from harness.store.recipes import BASE_ID, expert_id
+from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
-from leaderboards.mini_report import write_report
+from leaderboards.mini_report import write_regime_report, write_report
 from leaderboards.regression import compare, reference_operation_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,8 @@ ABLATIONS = [
 ]
 
 
-TABLES = ("1+2", "1")  # `cycleqd mini --tables 1`: Table 1 only
+TABLES = ("1+2", "1", "regime")  # `--tables 1`: Table 1 only; `--tables regime`: the world's regime alone
+REGIME_SCALES = (1 / 3, 1 / 2)  # each expert alone at these task-vector scales (the mean merge gives each 1/3)
 CYCLEQD_ROW = "+ elite sampling (CycleQD)"  # Table 2's row that is Table 1's CycleQD
 
 # mini Table 1: (row label, registered method, its parameters); the CycleQD row is Table 2's last run
@@ -116,7 +117,8 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     """Build the world if missing, run every Table 1 method and the Table 2 CycleQD runs; write the
     report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests).
     ``tables="1"`` runs Table 1 only (its CycleQD run at ``table1_generations``, no Table 2 runs): the full
-    variant's Table 2 is five more 100-generation runs, hours on a CPU."""
+    variant's Table 2 is five more 100-generation runs, hours on a CPU. ``tables="regime"`` scores only what
+    the world's regime needs (``measure_regime``), minutes: how to try a world recipe before running on it."""
     if variant is None and variant_name not in VARIANTS:
         raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
     if engine not in ENGINES:
@@ -145,6 +147,22 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         run_config=lambda o: run_config(variant, seed, [*ENGINES[engine], f"runner.score_cache={out / 'score_cache'}",
                                                         *o], world_params))
     timings: dict[str, float] = {"build_world": t_build, "baselines": 0.0}
+
+    if tables == "regime":
+        try:
+            say("mini: measuring the world's regime (opt and test pooled) ...", flush=True)
+            pooled, scaled = measure_regime(ctx)
+            geometry = task_vector_geometry(evaluator.store, FAMILIES)
+            n_inst = {t: sum(len(evaluator.instances(t, s)) for s in ("opt", "test")) for t in names}
+        finally:
+            evaluator.close(discard_models=True)
+        timings["total"] = time.perf_counter() - t0
+        report = {"regime": {**regime(pooled, names, geometry), "scaled_alone": scaled, "instances": n_inst},
+                  "variant": variant_name, "seed": seed, "engine": engine, "tables": tables, "out_dir": str(out),
+                  "variant_params": variant, "tasks": names, "scores": pooled, "timings": timings,
+                  "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")}}
+        write_regime_report(out, report)
+        return report
 
     # -- Table 1 baselines and learned coefficients ------------------------------------------------------
     table1: dict[str, dict[str, float]] = {}
@@ -239,6 +257,36 @@ def regime(table1: dict, tasks: list[str], geometry: dict) -> dict:
             "failed": [k for k, ok in checks.items() if not ok]}
 
 
+def measure_regime(ctx: MethodContext) -> tuple[dict, dict]:
+    """The regime's models scored on opt and test pooled (twice the test split's instances, so one instance
+    weighs half as much): the base, the experts, the mean merge, and each expert alone at the scales of
+    ``REGIME_SCALES``. The last separate the two ways a merge loses a skill: *scaling* (the mean merge
+    gives each task vector 1/3; ``scaled_alone``) and *interference* (the other task vectors; the mean
+    merge against the expert alone at 1/3). Returns ({row label: pooled scores}, {family: {scale:
+    fraction of the expert's gain kept alone at that scale}})."""
+    ev = ctx.evaluator
+    sizes = {t: {s: len(ev.instances(t, s)) for s in ("opt", "test")} for t in ctx.tasks}
+
+    def pooled(key: str, model_id: str) -> dict[str, float]:
+        by = {s: ctx.score(key, model_id, s) for s in ("opt", "test")}
+        return {t: sum(by[s][t] * sizes[t][s] for s in by) / sum(sizes[t].values()) for t in ctx.tasks}
+
+    labels = dict(zip(FAMILIES, ("code", "OS", "DB")))
+    rows = {"Base model": pooled("base", BASE_ID),
+            **{f"Expert: {labels[f]}": pooled(f, expert_id(f)) for f in FAMILIES},
+            "Merge: mean of task vectors": pooled("mean", ctx.merge(MERGE_METHODS.get("mean").spec()))}
+    ta = MERGE_METHODS.get("task_arithmetic")
+    scaled: dict[str, dict[str, float | None]] = {}
+    for f, t in zip(FAMILIES, ctx.tasks):
+        gain = rows[f"Expert: {labels[f]}"][t] - rows["Base model"][t]
+        scaled[t] = {}
+        for a in REGIME_SCALES:
+            mid = ev.store.add(MergeRecipe((expert_id(f),), ta.spec(scale=a)))
+            q = pooled(f"{f}_alone_x{a:.4f}", mid)[t]
+            scaled[t][f"{a:.4f}"] = (q - rows["Base model"][t]) / gain if gain > 0 else None
+    return rows, scaled
+
+
 def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_s: float) -> dict:
     """Generations per hour of CycleQD and where a child's time goes, over every child the runs evaluated
     (children served by the score cache are left out); the cost of a child in units of a fixed reference
@@ -269,4 +317,6 @@ LEADERBOARD = Leaderboard(
     name="mini", description="the mini world: build the tiny models and write mini Table 1 and Table 2",
     run=_run, compare=compare, summary_file="tables.md",
     options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)"),
-             "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs)")})
+             "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs); regime: "
+                                       "only the world's regime (base, experts, mean merge, experts scaled), "
+                                       "on opt and test pooled")})

@@ -113,3 +113,30 @@ def test_table1_only_runs_no_table2_run_and_gives_the_same_table1(experiment, tm
     assert "Not run (`--tables 1`" in (only / "tables.md").read_text() and "Not run" in (only / "index.html").read_text()
     with pytest.raises(ValueError, match="unknown tables"):
         run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="2")
+
+
+def test_regime_only_pools_opt_and_test_and_scales_each_expert(tmp_path):
+    rootfs_or_skip()
+    rep = run_experiment("micro", 0, tmp_path, progress=False, world_params=MICRO_WORLD, variant=MICRO,
+                         tables="regime")
+    reg, tasks = rep["regime"], rep["tasks"]
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert not list(tmp_path.glob("qd_*"))  # no CycleQD run
+    for t in tasks:
+        assert reg["instances"][t] == MICRO["limit"]  # opt and test halves, pooled
+        base = (rows["opt:base"][t] + rows["test:base"][t]) / 2
+        assert rep["scores"]["Base model"][t] == pytest.approx(base)
+        assert set(reg["scaled_alone"][t]) == {"0.3333", "0.5000"}
+    fam = dict(zip(tasks, ("code", "os", "db")))
+    for t in tasks:
+        gain = reg["expert_own"][t] - reg["base"][t]
+        for a, frac in reg["scaled_alone"][t].items():
+            if gain <= 0:
+                assert frac is None
+                continue
+            key = f"{fam[t]}_alone_x{a}"
+            q = (rows[f"opt:{key}"][t] + rows[f"test:{key}"][t]) / 2
+            assert frac == pytest.approx((q - reg["base"][t]) / gain)
+    md = (tmp_path / "tables.md").read_text()
+    assert "World regime" in md and "Fraction of each expert's gain kept" in md
+    assert "<img" in (tmp_path / "index.html").read_text()
