@@ -15,6 +15,7 @@ baseline row and each CMA-ES evaluation is saved as soon as it is scored.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from domains.mini.world import ensure_world
+from domains.mini.world import ensure_world, recipe
 from harness.config import load_config
 from harness.engines import engine_seconds
+from harness.errors import ConfigError
 from harness.leaderboard import Leaderboard
 from harness.registry import MERGE_METHODS, METHODS
 from harness.runner.checkpoint import read_json
@@ -308,9 +310,25 @@ def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_
             "engine_seconds_whole_experiment": engine_s}
 
 
+def world_overrides(text: str) -> dict:
+    """``--world '{"finetune_lr": 1e-3}'``: the mini world's recipe parameters to change (a JSON object;
+    names are checked by ``domains.mini.world.recipe``)."""
+    if not text:
+        return {}
+    try:
+        val = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"mini: --world is not JSON ({exc})") from None
+    if not isinstance(val, dict):
+        raise ConfigError(f"mini: --world must be a JSON object of world parameters, got {text!r}")
+    recipe(**val)  # unknown names: a one-line error before anything runs
+    return val
+
+
 def _run(variant: str, seed: int, out_dir: Path | None, progress: bool, engine: str = "hf",
-         tables: str = "1+2") -> dict:
-    return run_experiment(variant, seed, out_dir, progress=progress, engine=engine, tables=tables)
+         tables: str = "1+2", world: str = "") -> dict:
+    return run_experiment(variant, seed, out_dir, progress=progress, engine=engine, tables=tables,
+                          world_params=world_overrides(world) or None)
 
 
 LEADERBOARD = Leaderboard(
@@ -319,4 +337,6 @@ LEADERBOARD = Leaderboard(
     options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)"),
              "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs); regime: "
                                        "only the world's regime (base, experts, mean merge, experts scaled), "
-                                       "on opt and test pooled")})
+                                       "on opt and test pooled"),
+             "world": ((), "", "the world's recipe parameters to change, as a JSON object (e.g. "
+                               "'{\"finetune_lr\": 0.001}'; defaults: domains/mini/world.py)")})

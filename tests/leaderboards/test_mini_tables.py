@@ -140,3 +140,14 @@ def test_regime_only_pools_opt_and_test_and_scales_each_expert(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "World regime" in md and "Fraction of each expert's gain kept" in md
     assert "<img" in (tmp_path / "index.html").read_text()
+
+
+def test_world_overrides_are_checked_before_anything_runs():
+    from harness.errors import ConfigError
+    from leaderboards.mini_tables import world_overrides
+
+    assert world_overrides("") == {}
+    assert world_overrides('{"finetune_lr": 0.001}') == {"finetune_lr": 0.001}
+    for bad, msg in (("{", "not JSON"), ("[1]", "JSON object"), ('{"finetune_rate": 1}', "finetune_rate")):
+        with pytest.raises(ConfigError, match=msg):
+            world_overrides(bad)
