@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
 # expert saw). Knobs added later go to LATER_DEFAULTS: hashed only when set to something else than their
 # default, so the worlds built before they existed keep their cache address.
 LATER_DEFAULTS: dict[str, Any] = {}
+# knobs that may differ between families: a number for all, or {family: number} naming every family (the
+# paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
+PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr")
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -72,11 +75,23 @@ def recipe(**params) -> dict:
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(known)})")
+    for k in PER_FAMILY:
+        v = params.get(k)
+        if isinstance(v, dict) and (set(v) != set(F.FAMILIES) or
+                                    not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())):
+            raise ConfigError(f"mini world: {k} as a mapping must give a number for each of {sorted(F.FAMILIES)}, "
+                              f"got {v!r}")
     r = {**DEFAULTS, **{k: v for k, v in params.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}}
     here = Path(__file__).parent
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
+
+
+def per_family(r: dict, key: str, family: str):
+    """Recipe value ``key`` for ``family`` (a number for all families, or a {family: number} mapping)."""
+    v = r[key]
+    return v[family] if isinstance(v, dict) else v
 
 
 def world_dir(r: dict) -> Path:
@@ -98,7 +113,7 @@ def _make_data(r: dict):
         (tmp / "prompts" / "db_instruction.txt").write_text(F.DB_INSTRUCTION)
         (tmp / "prompts" / "os_oneshot.json").write_text(json.dumps(F.OS_ONESHOT, indent=1))
         for fam in F.FAMILIES:
-            train, ev = F.make_splits(fam, r["n_train"] + r["n_noise"], r["n_eval"], r["seed"])
+            train, ev = F.make_splits(fam, r["n_train"] + int(per_family(r, "n_noise", fam)), r["n_eval"], r["seed"])
             _write_jsonl(tmp / f"{fam}_train.jsonl", train[: r["n_train"]])
             _write_jsonl(tmp / f"{fam}_noise.jsonl", train[r["n_train"] :])
             _write_jsonl(tmp / f"{fam}_eval.jsonl", ev)
@@ -219,8 +234,8 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
     def make_base(tmp: Path) -> None:
         say("mini world: pretraining the base model ...", flush=True)
         convs = _load_convs(traj, fams, "noise")
-        frac = float(r.get("pretrain_gold", 0.0))
         for fam in fams:  # a base that already partly solves each family (the paper's regime)
+            frac = float(per_family(r, "pretrain_gold", fam))
             gold = _load_convs(traj, [fam], "gold")
             convs += gold[: int(round(frac * len(gold)))]
         data_ = T.encode(tok, convs, r["max_len"])
@@ -233,12 +248,12 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     base = timed("base", lambda: _stage(root / "base", make_base))
 
-    def make_ft(name: str, fam_list, steps: int):
+    def make_ft(name: str, fam_list, steps: int, lr: float):
         def make(tmp: Path) -> None:
             say(f"mini world: fine-tuning {name} ...", flush=True)
             data_ = T.encode(tok, _load_convs(traj, fam_list, "gold"), r["max_len"])
             model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
-            losses = T.train(model, data_, steps=steps, batch_size=r["batch_size"], lr=r["finetune_lr"],
+            losses = T.train(model, data_, steps=steps, batch_size=r["batch_size"], lr=lr,
                              warmup=r["warmup"], seed=r["seed"] + 1, pad_id=tok.pad_token_id,
                              progress=f"fine-tune {name}")
             _save(model, tok, tmp, {"stage": name, "families": list(fam_list), "steps": steps,
@@ -247,11 +262,15 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
     for fam in fams:
-        out[fam] = timed(f"expert_{fam}", lambda f=fam: _stage(root / "experts" / f, make_ft(f, [f], r["finetune_steps"])))
+        out[fam] = timed(f"expert_{fam}", lambda f=fam: _stage(root / "experts" / f, make_ft(
+            f, [f], int(per_family(r, "finetune_steps", f)), float(per_family(r, "finetune_lr", f)))))
     # the all-data fine-tune: ``all_data_steps_factor`` x one expert's budget (steps x batch), drawn from the
-    # union of the three families (factor 3: each family seen as often as by its expert)
-    ad_steps = int(round(float(r.get("all_data_steps_factor", 1.0)) * r["finetune_steps"]))
-    out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, ad_steps)))
+    # union of the three families (factor 3: each family seen as often as by its expert); with per-family
+    # steps or learning rates, one expert's budget is their mean over the families
+    mean_of = lambda key: sum(float(per_family(r, key, f)) for f in fams) / len(fams)  # noqa: E731
+    ad_steps = int(round(float(r.get("all_data_steps_factor", 1.0)) * mean_of("finetune_steps")))
+    out["all_data"] = timed("all_data", lambda: _stage(root / "all_data", make_ft("all_data", fams, ad_steps,
+                                                                                    mean_of("finetune_lr"))))
     new = {k: v for k, v in timings.items() if v > 0.05}
     if new:  # only a build writes: runs that find the world cached (often several processes at once) only read
         bt = root / "build_timings.json"
