@@ -46,3 +46,21 @@ def test_gold_solves_and_noise_mostly_fails_through_the_real_domain(family, data
         assert any(m["role"] == "user" and m is not gold[0][0] for m in gold[0][-2:])
     noise = W.record(family, data_root, f"{family}_train.jsonl", spec["noise"](random.Random(0)), True, 0)
     assert len(noise) < 12  # a random template on the right arguments is mostly judged wrong
+
+
+def test_per_family_knobs_split_the_data_and_keep_scalar_recipes_addresses(tmp_path):
+    from harness.errors import ConfigError
+
+    assert W.world_dir(W.recipe(n_noise=12)) == W.world_dir(W.recipe(n_noise=12))
+    r = W.recipe(n_train=6, n_eval=4, n_noise={"code": 2, "os": 5, "db": 3})
+    assert W.world_dir(r) != W.world_dir(W.recipe(n_train=6, n_eval=4, n_noise=5))
+    W._make_data(r)(tmp_path)
+    for fam, n in r["n_noise"].items():
+        rows = (tmp_path / f"{fam}_noise.jsonl").read_text().splitlines()
+        assert len(rows) == n and W.per_family(r, "n_noise", fam) == n
+        # the eval instances are drawn first: the same whatever the noise count
+        assert (tmp_path / f"{fam}_eval.jsonl").read_text().splitlines() == \
+            [json.dumps(s, ensure_ascii=False) for s in F.make_splits(fam, 6, 4, r["seed"])[1]]
+    for bad in ({"code": 1, "os": 1}, {"code": 1, "os": 1, "db": "x"}, {"code": 1, "os": 1, "db": 1, "sam": 1}):
+        with pytest.raises(ConfigError, match="n_noise as a mapping"):
+            W.recipe(n_noise=bad)
