@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from domains.mini.world import ensure_world, recipe
+from domains.mini.world import ensure_world, recipe, world_dir
 from harness.config import load_config
 from harness.engines import engine_seconds
 from harness.errors import ConfigError
 from harness.leaderboard import Leaderboard
 from harness.registry import MERGE_METHODS, METHODS
-from harness.runner.checkpoint import read_json
+from harness.runner.checkpoint import atomic_write_json, read_json
 from harness.runner.worker import Evaluator
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
@@ -129,8 +129,11 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         raise ValueError(f"mini: unknown tables {tables!r} (known: {list(TABLES)})")
     variant = dict(variant or VARIANTS[variant_name])
     suffix = "" if engine == "hf" else f"-{engine}"
+    wdir = world_dir(recipe(**(world_params or {})))
+    if world_params:  # another world: never the default world's run directory
+        suffix += f"-{wdir.name}"
     out = Path(out_dir or REPO / "runs" / f"mini-{variant_name}-seed{seed}{suffix}")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, wdir.name)
     say = print if progress else (lambda *a, **k: None)
     ref_op = reference_operation_seconds()
     t0 = time.perf_counter()
@@ -308,6 +311,19 @@ def speed_report(run_dirs: list[Path], engine_s: dict[str, float], reference_op_
             "mean_seconds": mean, "reference_op_s": reference_op_s,
             "child_to_reference_op": total / reference_op_s if reference_op_s else None,
             "engine_seconds_whole_experiment": engine_s}
+
+
+def claim_run_dir(out: Path, world: str) -> None:
+    """Create ``out`` for ``world`` (its cache name), or check that it was made for that world: its scores
+    and stored models are reused on a rerun, and another world's would be silently wrong numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    mark = out / "world.json"
+    if mark.exists():
+        had = read_json(mark).get("world")
+        if had != world:
+            raise ConfigError(f"mini: {out} holds the results of world {had}, not {world}: give another --out")
+        return
+    atomic_write_json(mark, {"world": world})
 
 
 def world_overrides(text: str) -> dict:

@@ -52,6 +52,11 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
     for key in ("variant", "seed"):
         if report.get(key) != reference.get(key):
             problems.append(f"{key}: run has {report.get(key)!r}, reference has {reference.get(key)!r}")
+    kinds = [r.get("tables") == "regime" for r in (report, reference)]  # references before `tables`: "1+2"
+    if any(kinds):
+        if not all(kinds):
+            return [*problems, "tables: a regime report (--tables regime) compares only with another regime report"]
+        return [*problems, *_compare_regime(report, reference, cell_tol)]
     tasks = reference["tasks"]
     for table in ("table1", "table2"):
         ref_rows, got_rows = reference[table], report.get(table, {})
@@ -81,6 +86,19 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
             problems.append(f"speed: a CycleQD child costs {gs['child_to_reference_op']:.1f} reference operations, "
                             f"the reference {rs['child_to_reference_op']:.1f} ({ratio:.2f}x slower, limit {speed_factor}x)")
     return problems
+
+
+def _compare_regime(report: dict, reference: dict, cell_tol: float) -> list[str]:
+    """Two ``--tables regime`` reports: every pooled score within ``cell_tol``."""
+    out = []
+    for name, ref in reference["scores"].items():
+        got = report["scores"].get(name)
+        if got is None:
+            out.append(f"regime: row {name!r} is missing")
+            continue
+        out += [f"regime: {name} / {t}: {100 * got[t]:.1f} vs reference {100 * ref[t]:.1f}"
+                for t in reference["tasks"] if abs(got[t] - ref[t]) > cell_tol + 1e-9]
+    return out
 
 
 def compare_table4(report: dict, reference: dict, *, score_tol: float = 0.10, sim_tol: float = 0.02) -> list[str]:

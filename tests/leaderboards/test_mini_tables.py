@@ -140,6 +140,22 @@ def test_regime_only_pools_opt_and_test_and_scales_each_expert(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "World regime" in md and "Fraction of each expert's gain kept" in md
     assert "<img" in (tmp_path / "index.html").read_text()
+    # --check: a regime report compares with a regime report only, cell by cell
+    assert compare(rep, json.loads(json.dumps(rep))) == []
+    moved = json.loads(json.dumps(rep))
+    moved["scores"]["Base model"][tasks[0]] += 0.5
+    assert [p for p in compare(rep, moved) if "Base model" in p]
+    assert any("regime report" in p for p in compare(rep, {"variant": "micro", "seed": 0, "tasks": tasks}))
+
+
+def test_a_run_directory_belongs_to_one_world(tmp_path):
+    from harness.errors import ConfigError
+    from leaderboards.mini_tables import claim_run_dir
+
+    claim_run_dir(tmp_path / "run", "world-aaa")
+    claim_run_dir(tmp_path / "run", "world-aaa")  # a rerun of the same world reuses it
+    with pytest.raises(ConfigError, match="world-aaa, not world-bbb"):
+        claim_run_dir(tmp_path / "run", "world-bbb")
 
 
 def test_world_overrides_are_checked_before_anything_runs():
