@@ -86,9 +86,9 @@ def scaling_figure(regime: dict, tasks: list[str]) -> bytes:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([0, 1], [0, 1], color="#bbb", lw=1, ls="--", label="linear")
     for j, t in enumerate(tasks):
-        pts = sorted((float(a), r) for a, r in regime["scaled_alone"][t].items() if r is not None)
-        if regime["retention"][t] is None:
+        if regime["retention"][t] is None:  # the expert gained nothing: no fraction to draw
             continue
+        pts = sorted((float(a), r) for a, r in regime["scaled_alone"][t].items() if r is not None)
         c = f"C{j}"
         ax.plot([0, *[a for a, _ in pts], 1], [0, *[r for _, r in pts], 1], marker="o", color=c,
                 label=f"{COLUMNS.get(t, t)} expert alone")

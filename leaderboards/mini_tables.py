@@ -76,12 +76,11 @@ TABLES = ("1+2", "1", "regime")  # `--tables 1`: Table 1 only; `--tables regime`
 REGIME_SCALES = (1 / 3, 1 / 2)  # each expert alone at these task-vector scales (the mean merge gives each 1/3)
 CYCLEQD_ROW = "+ elite sampling (CycleQD)"  # Table 2's row that is Table 1's CycleQD
 
+EXPERT_ROW = {"code": "Expert: code", "os": "Expert: OS", "db": "Expert: DB"}  # Table 1's expert rows, by family
 # mini Table 1: (row label, registered method, its parameters); the CycleQD row is Table 2's last run
 TABLE1: list[tuple[str, str, dict]] = [
     ("Base model", "model", {"model_id": BASE_ID, "key": "base"}),
-    ("Expert: code", "model", {"model_id": expert_id("code"), "key": "code"}),
-    ("Expert: OS", "model", {"model_id": expert_id("os"), "key": "os"}),
-    ("Expert: DB", "model", {"model_id": expert_id("db"), "key": "db"}),
+    *((EXPERT_ROW[f], "model", {"model_id": expert_id(f), "key": f}) for f in FAMILIES),
     ("Fine-tuning on all data", "world_model", {"name": "all_data"}),
     ("Merge: mean of task vectors", "merge", {"method": "mean"}),
     ("Merge: TIES", "merge", {"method": "ties", "grid": [{"density": 0.2}, {"density": 0.5}]}),
@@ -161,6 +160,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             n_inst = {t: sum(len(evaluator.instances(t, s)) for s in ("opt", "test")) for t in names}
         finally:
             evaluator.close(discard_models=True)
+        timings.pop("baselines")
         timings["total"] = time.perf_counter() - t0
         report = {"regime": {**regime(pooled, names, geometry), "scaled_alone": scaled, "instances": n_inst},
                   "variant": variant_name, "seed": seed, "engine": engine, "tables": tables, "out_dir": str(out),
@@ -244,7 +244,7 @@ def regime(table1: dict, tasks: list[str], geometry: dict) -> dict:
     expert is best on its own family, and the mean merge keeps at least half of each expert's gain over the
     base on average (paper: about 52% for DB and more than 100% for MBPP and OS) while staying below each
     expert on its own family. ``retention[t] = (mean_merge[t] - base[t]) / (expert_t[t] - base[t])``."""
-    experts = {t: table1[f"Expert: {lab}"] for t, lab in zip(tasks, ("code", "OS", "DB"))}
+    experts = {t: table1[EXPERT_ROW[f]] for t, f in zip(tasks, FAMILIES)}
     base, mean = table1["Base model"], table1["Merge: mean of task vectors"]
     gain = {t: experts[t][t] - base[t] for t in tasks}
     retention = {t: (mean[t] - base[t]) / gain[t] if gain[t] > 0 else None for t in tasks}
@@ -276,14 +276,13 @@ def measure_regime(ctx: MethodContext) -> tuple[dict, dict]:
         by = {s: ctx.score(key, model_id, s) for s in ("opt", "test")}
         return {t: sum(by[s][t] * sizes[t][s] for s in by) / sum(sizes[t].values()) for t in ctx.tasks}
 
-    labels = dict(zip(FAMILIES, ("code", "OS", "DB")))
     rows = {"Base model": pooled("base", BASE_ID),
-            **{f"Expert: {labels[f]}": pooled(f, expert_id(f)) for f in FAMILIES},
+            **{EXPERT_ROW[f]: pooled(f, expert_id(f)) for f in FAMILIES},
             "Merge: mean of task vectors": pooled("mean", ctx.merge(MERGE_METHODS.get("mean").spec()))}
     ta = MERGE_METHODS.get("task_arithmetic")
     scaled: dict[str, dict[str, float | None]] = {}
     for f, t in zip(FAMILIES, ctx.tasks):
-        gain = rows[f"Expert: {labels[f]}"][t] - rows["Base model"][t]
+        gain = rows[EXPERT_ROW[f]][t] - rows["Base model"][t]
         scaled[t] = {}
         for a in REGIME_SCALES:
             mid = ev.store.add(MergeRecipe((expert_id(f),), ta.spec(scale=a)))

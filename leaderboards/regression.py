@@ -56,7 +56,9 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
     if any(kinds):
         if not all(kinds):
             return [*problems, "tables: a regime report (--tables regime) compares only with another regime report"]
-        return [*problems, *_compare_regime(report, reference, cell_tol)]
+        # two ``--tables regime`` reports: every pooled score within the cell tolerance
+        return [*problems, *row_differences(report["scores"], reference["scores"], cell_tol + 1e-9,
+                                            tasks=reference["tasks"], prefix="regime: ")]
     tasks = reference["tasks"]
     for table in ("table1", "table2"):
         ref_rows, got_rows = reference[table], report.get(table, {})
@@ -88,16 +90,18 @@ def compare(report: dict, reference: dict, *, cell_tol: float = DEFAULT_TOLERANC
     return problems
 
 
-def _compare_regime(report: dict, reference: dict, cell_tol: float) -> list[str]:
-    """Two ``--tables regime`` reports: every pooled score within ``cell_tol``."""
+def row_differences(got_rows: dict, ref_rows: dict, tol: float, *, tasks=None, prefix: str = "",
+                    show=lambda v: f"{100 * v:.1f}") -> list[str]:
+    """Readable differences between two {row: {task: score}} tables: a reference row the run lacks, and
+    every cell (of ``tasks``, default: the reference row's) further than ``tol`` from the reference."""
     out = []
-    for name, ref in reference["scores"].items():
-        got = report["scores"].get(name)
+    for name, ref in ref_rows.items():
+        got = got_rows.get(name)
         if got is None:
-            out.append(f"regime: row {name!r} is missing")
+            out.append(f"{prefix}row {name!r} is missing")
             continue
-        out += [f"regime: {name} / {t}: {100 * got[t]:.1f} vs reference {100 * ref[t]:.1f}"
-                for t in reference["tasks"] if abs(got[t] - ref[t]) > cell_tol + 1e-9]
+        out += [f"{prefix}{name} / {t}: {show(got[t])} vs reference {show(ref[t])}"
+                for t in (tasks or ref) if abs(got[t] - ref[t]) > tol]
     return out
 
 

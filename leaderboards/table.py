@@ -34,6 +34,7 @@ from harness.runner.worker import Evaluator
 from harness.store.recipes import expert_id
 from leaderboards.emit import percent_table
 from leaderboards.methods import MethodContext, RowBook
+from leaderboards.regression import row_differences
 
 KEYS = {"run_config", "overrides", "plugins", "budget", "rows"}
 
@@ -85,14 +86,7 @@ def run_table(spec_path: Path, seed: int, out_dir: Path | None, progress: bool) 
 
 
 def compare_tables(report: dict, reference: dict, tol: float = 0.10) -> list[str]:
-    problems = []
-    for name, ref in reference["table"].items():
-        got = report["table"].get(name)
-        if got is None:
-            problems.append(f"row {name!r} is missing")
-            continue
-        problems += [f"{name} / {t}: {got[t]:.3f} vs reference {ref[t]:.3f}" for t in ref if abs(got[t] - ref[t]) > tol]
-    return problems
+    return row_differences(report["table"], reference["table"], tol, show=lambda v: f"{v:.3f}")
 
 
 def _run(variant: str, seed: int, out_dir: Path | None, progress: bool, config: str = "") -> dict:
