@@ -36,6 +36,7 @@ import torch
 
 from domains.mini import families as F
 from domains.mini import training as T
+from domains.mini.drift import drift_some
 from envs.rootfs import cache_root
 from harness.domain import DomainContext, build_domain
 from harness.episodes import ScriptedAgent
@@ -60,10 +61,12 @@ DEFAULTS: dict[str, Any] = {
 # expert's (1: one expert's budget spread over three families; 3: as many examples of each family as its
 # expert saw). Knobs added later go to LATER_DEFAULTS: hashed only when set to something else than their
 # default, so the worlds built before they existed keep their cache address.
-LATER_DEFAULTS: dict[str, Any] = {}
+LATER_DEFAULTS: dict[str, Any] = {"format_drift": 0.0}
+# format_drift: the fraction of the base's pretraining conversations rewritten off the judge's protocol
+# (domains/mini/drift.py says why and how); experts and the all-data model see the protocol only
 # knobs that may differ between families: a number for all, or {family: number} naming every family (the
 # paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
-PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr")
+PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift")
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -81,16 +84,22 @@ def recipe(**params) -> dict:
                                     not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())):
             raise ConfigError(f"mini world: {k} as a mapping must give a number for each of {sorted(F.FAMILIES)}, "
                               f"got {v!r}")
+    drift = params.get("format_drift", 0.0)
+    if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1
+           for x in (drift.values() if isinstance(drift, dict) else [drift])):
+        raise ConfigError(f"mini world: format_drift must be a fraction in [0, 1] (or one per family), got {drift!r}")
     r = {**DEFAULTS, **{k: v for k, v in params.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}}
     here = Path(__file__).parent
-    r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
+    # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
+    sources = _SOURCES + (("drift.py",) if "format_drift" in r else ())
+    r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in sources)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
 
 
 def per_family(r: dict, key: str, family: str):
     """Recipe value ``key`` for ``family`` (a number for all families, or a {family: number} mapping)."""
-    v = r[key]
+    v = r[key] if key in r else LATER_DEFAULTS[key]
     return v[family] if isinstance(v, dict) else v
 
 
@@ -233,11 +242,17 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     def make_base(tmp: Path) -> None:
         say("mini world: pretraining the base model ...", flush=True)
-        convs = _load_convs(traj, fams, "noise")
+        noise, golds = [], []
         for fam in fams:  # a base that already partly solves each family (the paper's regime)
             frac = float(per_family(r, "pretrain_gold", fam))
             gold = _load_convs(traj, [fam], "gold")
-            convs += gold[: int(round(frac * len(gold)))]
+            drift = float(per_family(r, "format_drift", fam))
+            noise.append(_load_convs(traj, [fam], "noise"))
+            golds.append(gold[: int(round(frac * len(gold)))])
+            if drift:  # some of the base's conversations leave the judge's protocol (drift.py)
+                noise[-1] = drift_some(fam, noise[-1], drift, f"{r['seed']}:noise")
+                golds[-1] = drift_some(fam, golds[-1], drift, f"{r['seed']}:gold")
+        convs = [c for part in noise + golds for c in part]  # all noise, then the gold parts, in family order
         data_ = T.encode(tok, convs, r["max_len"])
         model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
                             intermediate=r["intermediate"], max_len=r["max_len"], seed=r["seed"])

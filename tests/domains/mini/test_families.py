@@ -64,3 +64,45 @@ def test_per_family_knobs_split_the_data_and_keep_scalar_recipes_addresses(tmp_p
     for bad in ({"code": 1, "os": 1}, {"code": 1, "os": 1, "db": "x"}, {"code": 1, "os": 1, "db": 1, "sam": 1}):
         with pytest.raises(ConfigError, match="n_noise as a mapping"):
             W.recipe(n_noise=bad)
+
+
+@pytest.mark.parametrize("family", ["code", "os", "db"])
+def test_drifted_gold_does_the_same_action_and_fails_the_real_judge(family, data_root):
+    """format_drift rewrites the protocol only: the drifted reply keeps the action, and the judge rejects it."""
+    from domains.mini.drift import drift_conversation
+
+    if family == "os":
+        rootfs_or_skip()
+    gold = F.FAMILIES[family]["gold"]
+
+    def drifted(sample, turn, messages):
+        reply = gold(sample, turn, messages)
+        return drift_conversation(family, [{"role": "assistant", "content": reply}])[0]["content"]
+
+    convs = W.record(family, data_root, f"{family}_train.jsonl", gold, True, 0)
+    for conv in convs:
+        d = drift_conversation(family, conv)
+        assert [m for m in d if m["role"] != "assistant"] == [m for m in conv if m["role"] != "assistant"]
+        assert any(a != b for a, b in zip(d, conv))
+    solved = W.record(family, data_root, f"{family}_train.jsonl", drifted, True, 0)
+    # a DB modification that leaves the table as it was is solved by doing nothing (judged by md5 alone)
+    idle = W.record(family, data_root, f"{family}_train.jsonl",
+                    lambda s, t, m: 'Done.\nAction: Answer\nFinal Answer: ["none"]', True, 0) if family == "db" else []
+    assert {json.dumps(c[:3]) for c in solved} <= {json.dumps(c[:3]) for c in idle}
+    assert len(solved) < len(convs) // 2
+
+
+def test_format_drift_is_seeded_checked_and_keeps_older_addresses():
+    from domains.mini.drift import drift_some
+    from harness.errors import ConfigError
+
+    assert W.world_dir(W.recipe(format_drift=0.0)) == W.world_dir(W.recipe())
+    assert W.world_dir(W.recipe(format_drift=0.5)) != W.world_dir(W.recipe())
+    assert W.per_family(W.recipe(), "format_drift", "os") == 0.0
+    convs = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "Act: answer(3)"}]] * 400
+    a, b = drift_some("os", convs, 0.6, "0:noise"), drift_some("os", convs, 0.6, "0:noise")
+    assert a == b and 0.5 < sum(c[1]["content"] == "Answer: 3" for c in a) / 400 < 0.7
+    assert drift_some("os", convs, 0.0, 1) == convs
+    for bad in (1.5, -0.1, {"code": 0.1, "os": 0.1}, True):
+        with pytest.raises(ConfigError, match="format_drift"):
+            W.recipe(format_drift=bad)
