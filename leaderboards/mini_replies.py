@@ -25,7 +25,7 @@ from domains.mini import families as F
 from domains.mini.world import FAMILY_DOMAIN, ensure_world, task_params
 from harness.domain import DomainContext, build_domain
 from harness.episodes import Agent
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 
 
 class _Recorder(Agent):
@@ -61,6 +61,9 @@ def replies(family: str, scales: Sequence[float], n: int, world: dict | None = N
     """Per instance: its question, the gold action and, per scale, the replies and the judge's verdict."""
     if family not in F.FAMILIES:
         raise ConfigError(f"unknown mini family {family!r} (known: {sorted(F.FAMILIES)})")
+    labels = [f"{s:g}" for s in scales]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--scale: each scale once, got {list(scales)}")
     w = ensure_world(progress=progress, **(world or {}))
     ctx = DomainContext(run_dir=None, seed=0, data_root=w["data_root"], base_dir=w["base"])
     dom = build_domain(FAMILY_DOMAIN[family], task=f"mini-{family}", ctx=ctx,
@@ -68,8 +71,8 @@ def replies(family: str, scales: Sequence[float], n: int, world: dict | None = N
     dom.setup()
     try:
         samples = dom.samples()[:n]
-        rows = [{"question": s.get("description") or s.get("prompt"), "gold": gold_action(family, s), "models": {}}
-                for s in samples]
+        rows = [{"question": " ".join(filter(None, (s.get("description") or s.get("prompt"), s.get("add_description")))),
+                 "gold": gold_action(family, s), "models": {}} for s in samples]
         for scale in scales:
             rec = _Recorder(dom.agent(scaled_state(w["base"], w[family], scale)))
             res = dom.run(rec, list(range(len(samples))))
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: --world is not JSON: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, HarnessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for row in rows:

@@ -12,8 +12,10 @@ Recipe (the paper's, scaled down):
    on the train instances (kept only when the judge says solved) and a *noise* agent (right formats,
    random templates and arguments) -- recorded turn by turn;
 3. a byte-level BPE on the rendered trajectories; a tiny Llama pretrained from scratch on the noise
-   trajectories of all families: it follows the protocols but does not know which action a question
-   asks for;
+   trajectories of all families (it follows the protocols but does not know which action a question
+   asks for) plus a fraction (``pretrain_gold``) of each family's gold ones, so that it partly solves
+   each family; with ``format_drift``, a seeded fraction of those conversations leaves the judge's
+   protocol (``drift.py``);
 4. one expert per family fine-tuned from the base on that family's gold trajectories, and an all-data
    fine-tune on their union with the same budget as one expert (AdamW, warm-up + cosine). The
    fine-tuning lr equals the pretraining one: at 1e-3 and 200-300 steps the experts learned which
@@ -88,6 +90,9 @@ def recipe(**params) -> dict:
     if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1
            for x in (drift.values() if isinstance(drift, dict) else [drift])):
         raise ConfigError(f"mini world: format_drift must be a fraction in [0, 1] (or one per family), got {drift!r}")
+    # one value for every family is that value: the same world at the same address, however it is written
+    params = {k: next(iter(v.values())) if k in PER_FAMILY and isinstance(v, dict) and len(set(v.values())) == 1
+              else v for k, v in params.items()}
     r = {**DEFAULTS, **{k: v for k, v in params.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}}
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
@@ -242,7 +247,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
 
     def make_base(tmp: Path) -> None:
         say("mini world: pretraining the base model ...", flush=True)
-        noise, golds = [], []
+        noise, golds, drifted = [], [], {}
         for fam in fams:  # a base that already partly solves each family (the paper's regime)
             frac = float(per_family(r, "pretrain_gold", fam))
             gold = _load_convs(traj, [fam], "gold")
@@ -250,8 +255,9 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
             noise.append(_load_convs(traj, [fam], "noise"))
             golds.append(gold[: int(round(frac * len(gold)))])
             if drift:  # some of the base's conversations leave the judge's protocol (drift.py)
-                noise[-1] = drift_some(fam, noise[-1], drift, f"{r['seed']}:noise")
-                golds[-1] = drift_some(fam, golds[-1], drift, f"{r['seed']}:gold")
+                noise[-1], n_noise = drift_some(fam, noise[-1], drift, f"{r['seed']}:noise")
+                golds[-1], n_gold = drift_some(fam, golds[-1], drift, f"{r['seed']}:gold")
+                drifted[fam] = {"noise": n_noise, "gold": n_gold}
         convs = [c for part in noise + golds for c in part]  # all noise, then the gold parts, in family order
         data_ = T.encode(tok, convs, r["max_len"])
         model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
@@ -259,7 +265,8 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
         losses = T.train(model, data_, steps=r["pretrain_steps"], batch_size=r["batch_size"], lr=r["pretrain_lr"],
                          warmup=r["warmup"], seed=r["seed"], pad_id=tok.pad_token_id, progress="pretrain base")
         _save(model, tok, tmp, {"stage": "base", "loss_first": losses[0], "loss_last": sum(losses[-20:]) / 20,
-                                "params": sum(p.numel() for p in model.parameters())})
+                                "params": sum(p.numel() for p in model.parameters()),
+                                **({"drifted": drifted} if drifted else {})})
 
     base = timed("base", lambda: _stage(root / "base", make_base))
 

@@ -52,3 +52,5 @@ def test_bad_world_is_a_one_line_error(capsys):
     assert "--world is not JSON" in capsys.readouterr().err
     assert main(["code", "--world", '{"no_such_knob": 1}']) == 2
     assert "no_such_knob" in capsys.readouterr().err
+    assert main(["code", "--scale", "0.5", "0.50", "--world", '{"n_train": 3}']) == 2  # checked before any build
+    assert "each scale once" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 
@@ -66,24 +67,43 @@ def test_per_family_knobs_split_the_data_and_keep_scalar_recipes_addresses(tmp_p
             W.recipe(n_noise=bad)
 
 
+def _undrift(family, drifted, original):
+    """The protocol put back: what the drift changed must be the protocol's form and nothing else."""
+    if family == "code":
+        name = re.search(r"assert (\w+)\(", original).group(1)
+        return drifted.replace("def solution(", f"def {name}(", 1)
+    if family == "os":
+        return re.sub(r"Answer: (.*)$", r"Act: answer(\1)", drifted, flags=re.DOTALL)
+    return drifted.replace("```SQL\n", "```sql\n").replace("\nAnswer:", "\nFinal Answer:")
+
+
 @pytest.mark.parametrize("family", ["code", "os", "db"])
 def test_drifted_gold_does_the_same_action_and_fails_the_real_judge(family, data_root):
     """format_drift rewrites the protocol only: the drifted reply keeps the action, and the judge rejects it."""
-    from domains.mini.drift import drift_conversation
+    from domains.mini.drift import PROMPT_PREFIX, drift_conversation
 
     if family == "os":
         rootfs_or_skip()
     gold = F.FAMILIES[family]["gold"]
 
     def drifted(sample, turn, messages):
-        reply = gold(sample, turn, messages)
-        return drift_conversation(family, [{"role": "assistant", "content": reply}])[0]["content"]
+        conv = (messages or []) + [{"role": "assistant", "content": gold(sample, turn, messages)}]
+        if family == "code":  # one turn: the question is the sample's prompt
+            conv = [{"role": "user", "content": sample["prompt"]}] + conv
+        return drift_conversation(family, conv)[-1]["content"]
 
     convs = W.record(family, data_root, f"{family}_train.jsonl", gold, True, 0)
+    skip = PROMPT_PREFIX[family]
     for conv in convs:
         d = drift_conversation(family, conv)
+        assert d[:skip] == conv[:skip]  # the prompt's fixed example turns are never rewritten
+        if family == "os":
+            assert conv[:skip] == F.OS_ONESHOT
         assert [m for m in d if m["role"] != "assistant"] == [m for m in conv if m["role"] != "assistant"]
-        assert any(a != b for a, b in zip(d, conv))
+        question = next(m["content"] for m in conv[skip:] if m["role"] == "user")
+        changed = [(a["content"], b["content"]) for a, b in zip(d, conv) if a != b]
+        assert changed and changed[-1][1] == conv[-1]["content"]  # the final reply is among the rewritten
+        assert all(_undrift(family, x, question) == y for x, y in changed)
     solved = W.record(family, data_root, f"{family}_train.jsonl", drifted, True, 0)
     # a DB modification that leaves the table as it was is solved by doing nothing (judged by md5 alone)
     idle = W.record(family, data_root, f"{family}_train.jsonl",
@@ -96,13 +116,20 @@ def test_format_drift_is_seeded_checked_and_keeps_older_addresses():
     from domains.mini.drift import drift_some
     from harness.errors import ConfigError
 
+    # the default world's address, pinned: a change of it must be deliberate (it rebuilds every cached world)
+    assert W.world_dir(W.recipe()).name == "world-c7068d9d0c28"
     assert W.world_dir(W.recipe(format_drift=0.0)) == W.world_dir(W.recipe())
+    assert W.world_dir(W.recipe(format_drift={"code": 0, "os": 0, "db": 0})) == W.world_dir(W.recipe())
     assert W.world_dir(W.recipe(format_drift=0.5)) != W.world_dir(W.recipe())
+    assert W.world_dir(W.recipe(format_drift={"code": 0.5, "os": 0.5, "db": 0.5})) == \
+        W.world_dir(W.recipe(format_drift=0.5))
     assert W.per_family(W.recipe(), "format_drift", "os") == 0.0
-    convs = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "Act: answer(3)"}]] * 400
-    a, b = drift_some("os", convs, 0.6, "0:noise"), drift_some("os", convs, 0.6, "0:noise")
-    assert a == b and 0.5 < sum(c[1]["content"] == "Answer: 3" for c in a) / 400 < 0.7
-    assert drift_some("os", convs, 0.0, 1) == convs
+    prefix = [dict(m) for m in F.OS_ONESHOT]
+    convs = [prefix + [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Act: answer(3)"}]] * 400
+    (a, n), (b, _) = drift_some("os", convs, 0.6, "0:noise"), drift_some("os", convs, 0.6, "0:noise")
+    assert a == b and n == sum(c[-1]["content"] == "Answer: 3" for c in a) and 0.5 < n / 400 < 0.7
+    assert all(c[: len(prefix)] == F.OS_ONESHOT for c in a)  # the example's "Act: answer(3)" stays
+    assert drift_some("os", convs, 0.0, 1) == (convs, 0)
     for bad in (1.5, -0.1, {"code": 0.1, "os": 0.1}, True):
         with pytest.raises(ConfigError, match="format_drift"):
             W.recipe(format_drift=bad)
