@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors.torch import load_file
 
 from domains.mini import families as F
 from domains.mini.world import FAMILY_DOMAIN, ensure_world, task_params
@@ -43,8 +44,6 @@ class _Recorder(Agent):
 
 def scaled_state(base: Path, expert: Path, scale: float) -> dict[str, torch.Tensor]:
     """``base + scale * (expert - base)`` in float32 (the mean merge gives each expert scale 1/3)."""
-    from safetensors.torch import load_file
-
     b, e = load_file(str(base / "model.safetensors")), load_file(str(expert / "model.safetensors"))
     if set(b) != set(e):
         raise ConfigError(f"{expert}: its tensors differ from the base's ({sorted(set(b) ^ set(e))[:3]})")
