@@ -27,6 +27,7 @@ from domains.mini.world import FAMILY_DOMAIN, ensure_world, task_params
 from harness.domain import DomainContext, build_domain
 from harness.episodes import Agent
 from harness.errors import ConfigError, HarnessError
+from leaderboards.mini_tables import world_overrides
 
 
 class _Recorder(Agent):
@@ -42,12 +43,18 @@ class _Recorder(Agent):
         return out
 
 
-def scaled_state(base: Path, expert: Path, scale: float) -> dict[str, torch.Tensor]:
-    """``base + scale * (expert - base)`` in float32 (the mean merge gives each expert scale 1/3)."""
+def task_vector(base: Path, expert: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The base's tensors and ``expert - base``, in float32, read once for every scale."""
     b, e = load_file(str(base / "model.safetensors")), load_file(str(expert / "model.safetensors"))
     if set(b) != set(e):
         raise ConfigError(f"{expert}: its tensors differ from the base's ({sorted(set(b) ^ set(e))[:3]})")
-    return {k: b[k].float() + scale * (e[k].float() - b[k].float()) for k in b}
+    b = {k: v.float() for k, v in b.items()}
+    return b, {k: e[k].float() - b[k] for k in b}
+
+
+def scaled_state(base: dict[str, torch.Tensor], tau: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """``base + scale * tau`` (the mean merge gives each expert scale 1/3)."""
+    return {k: base[k] + scale * tau[k] for k in base}
 
 
 def gold_action(family: str, sample: dict) -> str:
@@ -72,11 +79,12 @@ def replies(family: str, scales: Sequence[float], n: int, world: dict | None = N
         samples = dom.samples()[:n]
         rows = [{"question": " ".join(filter(None, (s.get("description") or s.get("prompt"), s.get("add_description")))),
                  "gold": gold_action(family, s), "models": {}} for s in samples]
-        for scale in scales:
-            rec = _Recorder(dom.agent(scaled_state(w["base"], w[family], scale)))
+        base, tau = task_vector(w["base"], w[family])
+        for scale, label in zip(scales, labels):
+            rec = _Recorder(dom.agent(scaled_state(base, tau, scale)))
             res = dom.run(rec, list(range(len(samples))))
             for row, r in zip(rows, res.samples):
-                row["models"][f"{scale:g}"] = {"replies": rec.replies.get(r.sample_id, []), "score": r.score,
+                row["models"][label] = {"replies": rec.replies.get(r.sample_id, []), "score": r.score,
                                                "status": r.status.value}
         return rows
     finally:
@@ -98,14 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object per instance")
     a = ap.parse_args(argv)
     try:
-        world = json.loads(a.world) if a.world else None
-        if world is not None and not isinstance(world, dict):
-            raise ConfigError("--world must be a JSON object")
-        rows = replies(a.family, a.scale, a.n, world, progress=True)
-    except json.JSONDecodeError as exc:
-        print(f"error: --world is not JSON: {exc}", file=sys.stderr)
-        return 2
-    except (ConfigError, HarnessError) as exc:
+        rows = replies(a.family, a.scale, a.n, world_overrides(a.world or ""), progress=True)
+    except HarnessError as exc:  # ConfigError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for row in rows:

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from domains.mini.world import ensure_world  # noqa: E402
-from leaderboards.mini_replies import main, replies, scaled_state  # noqa: E402
+from leaderboards.mini_replies import main, replies, scaled_state, task_vector  # noqa: E402
 from tests.domains.test_os import rootfs_or_skip  # noqa: E402
 from tests.leaderboards.test_mini_tables import MICRO_WORLD  # noqa: E402
 
@@ -18,10 +18,11 @@ def test_scale_zero_is_the_base_and_scale_one_the_expert():
 
     w = ensure_world(progress=False, **MICRO_WORLD)
     base, expert = (load_file(str(w[k] / "model.safetensors")) for k in ("base", "code"))
+    b, tau = task_vector(w["base"], w["code"])
     for scale, want in ((0.0, base), (1.0, expert)):
-        got = scaled_state(w["base"], w["code"], scale)
+        got = scaled_state(b, tau, scale)
         assert all(torch_equal(got[k], want[k].float()) for k in want)
-    half = scaled_state(w["base"], w["code"], 0.5)
+    half = scaled_state(b, tau, 0.5)
     k = next(k for k in base if not torch_equal(base[k], expert[k]))
     assert torch_equal(half[k], (base[k].float() + expert[k].float()) / 2)
 
