@@ -49,23 +49,31 @@ from harness.worlds import register_builder
 
 FAMILY_DOMAIN = {"code": "coding", "os": "os", "db": "db"}
 DEFAULTS: dict[str, Any] = {
-    "seed": 0, "n_train": 200, "n_eval": 120, "n_noise": 200,
+    "seed": 0, "n_train": 1000, "n_eval": 120, "n_noise": 200,
     "vocab_size": 1024, "hidden": 128, "layers": 4, "heads": 4, "intermediate": 384, "max_len": 384,
-    "pretrain_steps": 1500, "pretrain_lr": 3e-3,
-    # the paper's regime (README, "The mini world"): a base that already partly solves each family (60% of
-    # each family's gold trajectories in its pretraining mix) and light fine-tunes (5e-4 x 200 steps each,
-    # 1/8 of the previous 2e-3 x 400 in summed learning rate); the all-data model sees each family as often as its expert
-    "pretrain_gold": 0.6, "finetune_steps": 200, "finetune_lr": 5e-4, "all_data_steps_factor": 3.0,
-    "batch_size": 16, "warmup": 20,
+    "pretrain_steps": 3000, "pretrain_lr": 3e-3,
+    # the paper's regime (README, "The mini world"): a base that already partly solves each family because it
+    # has seen every family's gold trajectories, a fraction of them (``format_drift``) off the judge's protocol,
+    # so that it often answers in the wrong format; light fine-tunes on the protocol (5e-4, 200-400 steps);
+    # the all-data model sees each family as often as its expert. This world (Q) passed the regime gate on
+    # 120 instances per family; the worlds tried before it are in leaderboards/mini/regime-trials/.
+    "pretrain_gold": 1.0, "finetune_steps": {"code": 200, "os": 200, "db": 400}, "finetune_lr": 5e-4,
+    "all_data_steps_factor": 3.0, "batch_size": 16, "warmup": 20,
+    "format_drift": {"code": 0.5, "os": 0.4, "db": 0.5},
 }
 # pretrain_gold: the fraction of each family's gold trajectories mixed into the base's pretraining (0: the base
 # knows the protocols, not the skills); all_data_steps_factor: the all-data fine-tune's steps in units of one
 # expert's (1: one expert's budget spread over three families; 3: as many examples of each family as its
-# expert saw). Knobs added later go to LATER_DEFAULTS: hashed only when set to something else than their
-# default, so the worlds built before they existed keep their cache address.
-LATER_DEFAULTS: dict[str, Any] = {"format_drift": 0.0}
-# format_drift: the fraction of the base's pretraining conversations rewritten off the judge's protocol
-# (domains/mini/drift.py says why and how); experts and the all-data model see the protocol only
+# expert saw); format_drift: the fraction of the base's pretraining conversations rewritten off the judge's
+# protocol (domains/mini/drift.py says why and how); experts and the all-data model see the protocol only.
+# Knobs added after the first worlds were built, with the value they had implicitly then: a knob at that
+# value is left out of the recipe's hash, so those worlds keep their cache address.
+LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0}
+# World C, the default until December 2026 (its references: leaderboards/mini/world-c/): these changes to
+# DEFAULTS rebuild it at its old address (world-c7068d9d0c28); the ``params`` of the regime trials in
+# leaderboards/mini/regime-trials/ are changes to this world.
+WORLD_C: dict[str, Any] = {"n_train": 200, "pretrain_steps": 1500, "pretrain_gold": 0.6, "finetune_steps": 200,
+                           "format_drift": 0.0}
 # knobs that may differ between families: a number for all, or {family: number} naming every family (the
 # paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
 PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift")
@@ -76,10 +84,9 @@ _SOURCES = ("families.py", "training.py")
 
 
 def recipe(**params) -> dict:
-    known = {**DEFAULTS, **LATER_DEFAULTS}
-    unknown = sorted(set(params) - set(known))
+    unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(known)})")
+        raise ConfigError(f"mini world: unknown parameter {unknown[0]!r} (known: {sorted(DEFAULTS)})")
     for k in PER_FAMILY:
         v = params.get(k)
         if isinstance(v, dict) and (set(v) != set(F.FAMILIES) or
@@ -91,9 +98,9 @@ def recipe(**params) -> dict:
            for x in (drift.values() if isinstance(drift, dict) else [drift])):
         raise ConfigError(f"mini world: format_drift must be a fraction in [0, 1] (or one per family), got {drift!r}")
     # one value for every family is that value: the same world at the same address, however it is written
-    params = {k: next(iter(v.values())) if k in PER_FAMILY and isinstance(v, dict) and len(set(v.values())) == 1
-              else v for k, v in params.items()}
-    r = {**DEFAULTS, **{k: v for k, v in params.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}}
+    r = {k: next(iter(v.values())) if k in PER_FAMILY and isinstance(v, dict) and len(set(v.values())) == 1
+         else v for k, v in {**DEFAULTS, **params}.items()}
+    r = {k: v for k, v in r.items() if k not in LEGACY_VALUES or v != LEGACY_VALUES[k]}
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
     sources = _SOURCES + (("drift.py",) if "format_drift" in r else ())
@@ -104,7 +111,7 @@ def recipe(**params) -> dict:
 
 def per_family(r: dict, key: str, family: str):
     """Recipe value ``key`` for ``family`` (a number for all families, or a {family: number} mapping)."""
-    v = r[key] if key in r else LATER_DEFAULTS[key]
+    v = r[key] if key in r else LEGACY_VALUES[key]
     return v[family] if isinstance(v, dict) else v
 
 

@@ -116,14 +116,17 @@ def test_format_drift_is_seeded_checked_and_keeps_older_addresses():
     from domains.mini.drift import drift_some
     from harness.errors import ConfigError
 
-    # the default world's address, pinned: a change of it must be deliberate (it rebuilds every cached world)
-    assert W.world_dir(W.recipe()).name == "world-c7068d9d0c28"
-    assert W.world_dir(W.recipe(format_drift=0.0)) == W.world_dir(W.recipe())
-    assert W.world_dir(W.recipe(format_drift={"code": 0, "os": 0, "db": 0})) == W.world_dir(W.recipe())
-    assert W.world_dir(W.recipe(format_drift=0.5)) != W.world_dir(W.recipe())
-    assert W.world_dir(W.recipe(format_drift={"code": 0.5, "os": 0.5, "db": 0.5})) == \
-        W.world_dir(W.recipe(format_drift=0.5))
-    assert W.per_family(W.recipe(), "format_drift", "os") == 0.0
+    # the default world's address and the previous default's (C), pinned: a change of either must be deliberate
+    # (it rebuilds every cached world and voids the committed references)
+    assert W.world_dir(W.recipe()).name == "world-2dc2f2ca6277"
+    C = W.WORLD_C
+    assert W.world_dir(W.recipe(**C)).name == "world-c7068d9d0c28"
+    assert W.world_dir(W.recipe(**{**C, "format_drift": {"code": 0, "os": 0, "db": 0}})) == W.world_dir(W.recipe(**C))
+    assert W.world_dir(W.recipe(**{**C, "format_drift": 0.5})) != W.world_dir(W.recipe(**C))
+    assert W.world_dir(W.recipe(**{**C, "format_drift": {"code": 0.5, "os": 0.5, "db": 0.5}})) == \
+        W.world_dir(W.recipe(**{**C, "format_drift": 0.5}))
+    assert W.per_family(W.recipe(**C), "format_drift", "os") == 0.0
+    assert W.per_family(W.recipe(), "format_drift", "os") == 0.4
     prefix = [dict(m) for m in F.OS_ONESHOT]
     convs = [prefix + [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Act: answer(3)"}]] * 400
     (a, n), (b, _) = drift_some("os", convs, 0.6, "0:noise"), drift_some("os", convs, 0.6, "0:noise")
