@@ -1,11 +1,12 @@
 """The mini world's language-retention tasks: lm-eval task YAMLs over text the world's own agents wrote.
 
 The mini base model's "general language" is the text of its pretraining: the three families' protocols
-(chat-rendered conversations of the noise agents and a slice of the gold agents, ``world.py``). Its Table 3
+(chat-rendered conversations of the noise agents and some or all of the gold agents', ``world.py``). Its Table 3
 analogue asks whether a model still models that text after fine-tuning or merging. The documents are the
 gold conversations the base was *not* pretrained on (each family's tail beyond ``pretrain_gold``; a world
 pretrained on all of them, as the default is, gets the gold agent's conversations on the noise split's
-questions, recorded once through the real domain: no model was trained on those replies); each
+questions, recorded once through the real domain, less those the noise agent happened to hold word for
+word: no model was trained on the rest); each
 expert was fine-tuned on its own family's, so, as in the paper, an expert may gain on its own family's text
 and lose on the others'.
 
@@ -87,25 +88,32 @@ def task_names(family: str) -> tuple[str, str]:
 def held_out(world: Path, family: str) -> list[list[dict]]:
     """The family's gold conversations that were not in the base's pretraining mix (``world.make_base``
     takes the first ``round(pretrain_gold * n)``). With none left (``pretrain_gold`` 1), the gold agent's
-    conversations on the noise split's questions: the base saw those questions only with the noise agent's
-    random replies, and no expert saw them at all (recorded once into ``<world>/retention_gold/``)."""
+    conversations on the noise split's questions (recorded once into ``<world>/retention_gold/``), less
+    any that equals a noise conversation: the noise agent's random first action is sometimes the right
+    one, and in OS and DB its later turns follow the gold policy, so such a conversation was pretrained on."""
     traj, recipe = world / "trajectories" / f"{family}_gold.json", world / "recipe.json"
     if not traj.is_file() or not recipe.is_file():
         raise ConfigError(f"retention tasks: {world} is not a built mini world (no {traj.name} or recipe.json)")
     gold = json.loads(traj.read_text())
     r = json.loads(recipe.read_text())
-    tail = gold[int(round(float(r.get("pretrain_gold", 0.0)) * len(gold))):]
+    frac = r.get("pretrain_gold", 0.0)
+    frac = float(frac[family] if isinstance(frac, dict) else frac)
+    tail = gold[int(round(frac * len(gold))):]
     if tail:
         return tail
+
     def make(tmp: Path) -> None:
         convs = record(family, world / "data", f"{family}_noise.jsonl", F.FAMILIES[family]["gold"], True,
                        int(r.get("seed", 0)))
         (tmp / "gold.json").write_text(json.dumps(convs))
 
-    convs = json.loads((publish_stage(world / "retention_gold" / family, make) / "gold.json").read_text())
+    recorded = json.loads((publish_stage(world / "retention_gold" / family, make) / "gold.json").read_text())
+    noise_file = world / "trajectories" / f"{family}_noise.json"
+    seen = {json.dumps(c) for c in json.loads(noise_file.read_text())} if noise_file.is_file() else set()
+    convs = [c for c in recorded if json.dumps(c) not in seen]
     if not convs:
         raise ConfigError(f"retention tasks: {world} has no held-out {family} conversation (every gold one was "
-                          f"in pretraining and the noise split is empty)")
+                          f"in pretraining, and the noise split gives none the base has not seen)")
     return convs
 
 

@@ -16,11 +16,10 @@ Recipe (the paper's, scaled down):
    asks for) plus a fraction (``pretrain_gold``) of each family's gold ones, so that it partly solves
    each family; with ``format_drift``, a seeded fraction of those conversations leaves the judge's
    protocol (``drift.py``);
-4. one expert per family fine-tuned from the base on that family's gold trajectories, and an all-data
-   fine-tune on their union with the same budget as one expert (AdamW, warm-up + cosine). The
-   fine-tuning lr equals the pretraining one: at 1e-3 and 200-300 steps the experts learned which
-   template to use but not to copy the question's names and paths into it (OS 2-10%, DB 2-8%); at
-   3e-3 copying appears after ~400 steps (measured on OS: 60% at 600 steps).
+4. one expert per family fine-tuned lightly from the base on that family's gold trajectories (the
+   official protocol only), and an all-data fine-tune on their union with ``all_data_steps_factor`` x
+   the experts' mean budget (AdamW, warm-up + cosine). The default world's choices and the worlds tried
+   before it are in the README ("The world's regime") and ``leaderboards/mini/regime-trials/``.
 The ``mini`` builder hands the base, the experts and the eval data root to the run.
 """
 
@@ -55,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
     # the paper's regime (README, "The mini world"): a base that already partly solves each family because it
     # has seen every family's gold trajectories, a fraction of them (``format_drift``) off the judge's protocol,
     # so that it often answers in the wrong format; light fine-tunes on the protocol (5e-4, 200-400 steps);
-    # the all-data model sees each family as often as its expert. This world (Q) passed the regime gate on
+    # the all-data model gets three times the experts' mean budget (800 steps over the union: about 267 per
+    # family, where the experts took 200 / 200 / 400). This world (Q) passed the regime gate on
     # 120 instances per family; the worlds tried before it are in leaderboards/mini/regime-trials/.
     "pretrain_gold": 1.0, "finetune_steps": {"code": 200, "os": 200, "db": 400}, "finetune_lr": 5e-4,
     "all_data_steps_factor": 3.0, "batch_size": 16, "warmup": 20,
@@ -74,6 +74,21 @@ LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0}
 # leaderboards/mini/regime-trials/ are changes to this world.
 WORLD_C: dict[str, Any] = {"n_train": 200, "pretrain_steps": 1500, "pretrain_gold": 0.6, "finetune_steps": 200,
                            "format_drift": 0.0}
+assert set(LEGACY_VALUES) <= set(DEFAULTS) and set(WORLD_C) <= set(DEFAULTS)
+# each knob's number type: a value given as 1 or 1.0 names the same world (integer-valued floats of a count,
+# integers of a fraction or a rate, are converted before hashing)
+_INT_KNOBS = {"seed", "n_train", "n_eval", "n_noise", "vocab_size", "hidden", "layers", "heads", "intermediate",
+              "max_len", "pretrain_steps", "finetune_steps", "batch_size", "warmup"}
+
+
+def _typed(key: str, v):
+    if isinstance(v, dict):
+        return {f: _typed(key, x) for f, x in v.items()}
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return v
+    if key in _INT_KNOBS:
+        return int(v) if float(v).is_integer() else v
+    return float(v)
 # knobs that may differ between families: a number for all, or {family: number} naming every family (the
 # paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
 PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift")
@@ -98,8 +113,9 @@ def recipe(**params) -> dict:
            for x in (drift.values() if isinstance(drift, dict) else [drift])):
         raise ConfigError(f"mini world: format_drift must be a fraction in [0, 1] (or one per family), got {drift!r}")
     # one value for every family is that value: the same world at the same address, however it is written
+    r = {k: _typed(k, v) for k, v in {**DEFAULTS, **params}.items()}
     r = {k: next(iter(v.values())) if k in PER_FAMILY and isinstance(v, dict) and len(set(v.values())) == 1
-         else v for k, v in {**DEFAULTS, **params}.items()}
+         else v for k, v in r.items()}
     r = {k: v for k, v in r.items() if k not in LEGACY_VALUES or v != LEGACY_VALUES[k]}
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
