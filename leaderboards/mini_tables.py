@@ -319,10 +319,17 @@ def claim_run_dir(out: Path, world: str) -> None:
     mark = out / "world.json"
     if mark.exists():
         had = read_json(mark).get("world")
-        if had != world:
-            raise ConfigError(f"mini: {out} holds the results of world {had}, not {world}: give another --out")
+    elif (out / "report.json").exists():  # written before the mark existed: the report names its world
+        had = Path(str(read_json(out / "report.json").get("world", {}).get("dir", "?"))).name
+    elif (out / "rows.json").exists():
+        had = "unknown (rows.json without world.json)"
+    else:
+        atomic_write_json(mark, {"world": world})
         return
-    atomic_write_json(mark, {"world": world})
+    if had != world:
+        raise ConfigError(f"mini: {out} holds the results of world {had}, not {world}: give another --out")
+    if not mark.exists():
+        atomic_write_json(mark, {"world": world})
 
 
 def world_overrides(text: str) -> dict:

@@ -156,6 +156,18 @@ def test_a_run_directory_belongs_to_one_world(tmp_path):
     claim_run_dir(tmp_path / "run", "world-aaa")  # a rerun of the same world reuses it
     with pytest.raises(ConfigError, match="world-aaa, not world-bbb"):
         claim_run_dir(tmp_path / "run", "world-bbb")
+    # folders written before the mark: the report names its world; rows alone name none
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "report.json").write_text(json.dumps({"world": {"dir": "/cache/mini/world-ccc"}}))
+    with pytest.raises(ConfigError, match="world-ccc, not world-aaa"):
+        claim_run_dir(old, "world-aaa")
+    claim_run_dir(old, "world-ccc")
+    assert json.loads((old / "world.json").read_text()) == {"world": "world-ccc"}
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "rows.json").write_text("{}")
+    with pytest.raises(ConfigError, match="unknown"):
+        claim_run_dir(tmp_path / "rows", "world-aaa")
 
 
 def test_world_overrides_are_checked_before_anything_runs():
