@@ -323,13 +323,11 @@ def claim_run_dir(out: Path, world: str) -> None:
         had = Path(str(read_json(out / "report.json").get("world", {}).get("dir", "?"))).name
     elif (out / "rows.json").exists():
         had = "unknown (rows.json without world.json)"
-    else:
-        atomic_write_json(mark, {"world": world})
-        return
+    else:  # a new folder
+        had = world
     if had != world:
         raise ConfigError(f"mini: {out} holds the results of world {had}, not {world}: give another --out")
-    if not mark.exists():
-        atomic_write_json(mark, {"world": world})
+    atomic_write_json(mark, {"world": world})
 
 
 def world_overrides(text: str) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from domains.mini import families as F
 from domains.mini import training as T
-from domains.mini.world import record
+from domains.mini.world import per_family, record
 from harness.errors import ConfigError
 from harness.worlds import publish_stage
 
@@ -96,8 +96,7 @@ def held_out(world: Path, family: str) -> list[list[dict]]:
         raise ConfigError(f"retention tasks: {world} is not a built mini world (no {traj.name} or recipe.json)")
     gold = json.loads(traj.read_text())
     r = json.loads(recipe.read_text())
-    frac = r.get("pretrain_gold", 0.0)
-    frac = float(frac[family] if isinstance(frac, dict) else frac)
+    frac = float(per_family({"pretrain_gold": 0.0, **r}, "pretrain_gold", family))
     tail = gold[int(round(frac * len(gold))):]
     if tail:
         return tail

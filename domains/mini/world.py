@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     # the paper's regime (README, "The mini world"): a base that already partly solves each family because it
     # has seen every family's gold trajectories, a fraction of them (``format_drift``) off the judge's protocol,
     # so that it often answers in the wrong format; light fine-tunes on the protocol (5e-4, 200-400 steps);
-    # the all-data model gets three times the experts' mean budget (800 steps over the union: about 267 per
+    # the all-data model gets the three experts' budgets together (800 steps over the union: about 267 per
     # family, where the experts took 200 / 200 / 400). This world (Q) passed the regime gate on
     # 120 instances per family; the worlds tried before it are in leaderboards/mini/regime-trials/.
     "pretrain_gold": 1.0, "finetune_steps": {"code": 200, "os": 200, "db": 400}, "finetune_lr": 5e-4,
@@ -63,9 +63,10 @@ DEFAULTS: dict[str, Any] = {
 }
 # pretrain_gold: the fraction of each family's gold trajectories mixed into the base's pretraining (0: the base
 # knows the protocols, not the skills); all_data_steps_factor: the all-data fine-tune's steps in units of one
-# expert's (1: one expert's budget spread over three families; 3: as many examples of each family as its
-# expert saw); format_drift: the fraction of the base's pretraining conversations rewritten off the judge's
-# protocol (domains/mini/drift.py says why and how); experts and the all-data model see the protocol only.
+# expert's mean (1: one expert's budget spread over three families; 3: the three experts' budgets together,
+# drawn evenly from the families); format_drift: the fraction of the base's pretraining conversations
+# rewritten off the judge's protocol (domains/mini/drift.py says why and how); experts and the all-data
+# model see the protocol only.
 # Knobs added after the first worlds were built, with the value they had implicitly then: a knob at that
 # value is left out of the recipe's hash, so those worlds keep their cache address.
 LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0}
@@ -75,6 +76,14 @@ LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0}
 WORLD_C: dict[str, Any] = {"n_train": 200, "pretrain_steps": 1500, "pretrain_gold": 0.6, "finetune_steps": 200,
                            "format_drift": 0.0}
 assert set(LEGACY_VALUES) <= set(DEFAULTS) and set(WORLD_C) <= set(DEFAULTS)
+# knobs that may differ between families: a number for all, or {family: number} naming every family (the
+# paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
+PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift")
+# the recipe hash covers the params, this version and the source of the generators and the training code;
+# bump RECIPE_VERSION when the build logic in this module changes what it produces
+RECIPE_VERSION = 1
+_SOURCES = ("families.py", "training.py")
+
 # each knob's number type: a value given as 1 or 1.0 names the same world (integer-valued floats of a count,
 # integers of a fraction or a rate, are converted before hashing)
 _INT_KNOBS = {"seed", "n_train", "n_eval", "n_noise", "vocab_size", "hidden", "layers", "heads", "intermediate",
@@ -89,13 +98,6 @@ def _typed(key: str, v):
     if key in _INT_KNOBS:
         return int(v) if float(v).is_integer() else v
     return float(v)
-# knobs that may differ between families: a number for all, or {family: number} naming every family (the
-# paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
-PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift")
-# the recipe hash covers the params, this version and the source of the generators and the training code;
-# bump RECIPE_VERSION when the build logic in this module changes what it produces
-RECIPE_VERSION = 1
-_SOURCES = ("families.py", "training.py")
 
 
 def recipe(**params) -> dict:
