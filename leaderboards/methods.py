@@ -39,12 +39,17 @@ class RowBook:
             atomic_write_json(self.path, self.rows, indent=1)
         return self.rows[key]
 
+    def put(self, key: str, value: Any) -> None:
+        self.rows[key] = value
+        atomic_write_json(self.path, self.rows, indent=1)
+
 
 @dataclass
 class MethodContext:
     """What a method may use: the evaluator (store + domains), the experts' model ids, the tasks, the seed,
     the evaluation budget of a searcher, models of the world that are not experts (``extra_models``:
-    name -> HF directory), CycleQD run settings (``run_config``: overrides -> config) and a row book."""
+    name -> HF directory), CycleQD run settings (``run_config``: overrides -> config), a row book and a
+    book of the test rows' per-instance verdicts (``verdicts``: for paired comparisons)."""
 
     evaluator: Evaluator
     experts: tuple[str, ...]
@@ -56,11 +61,37 @@ class MethodContext:
     extra_models: Mapping[str, Path] = field(default_factory=dict)
     run_config: Callable[[list[str]], Any] | None = None
     progress: bool = False
+    verdicts: RowBook | None = None
 
     def score(self, key: str, model_id: str, split: str) -> dict[str, float]:
         """{task: quality} of a store model on a split, saved under ``split:key``; a rejected evaluation
         (a broken sandbox, a non-finite model) is an error: a baseline row must not read it as a 0."""
+        if split == "test":
+            return self.tested(key, lambda: self.evaluator.evaluate(model_id, {}, split))
         return self.book.get(f"{split}:{key}", lambda: _scores(self.evaluator.evaluate(model_id, {}, split)))
+
+    def tested(self, key: str, evaluate: Callable[[], dict], expect: Mapping[str, float] | None = None) -> dict[str, float]:
+        """A row's test scores, saved under ``test:key``, and its per-instance verdicts under the same key in
+        ``verdicts``. A row saved before verdicts were kept is scored again for them; that score, and one
+        the caller already has (``expect``: a CycleQD run's own), must be the saved one exactly, or the
+        scoring is not reproducible and no number of this leaderboard can be trusted."""
+        full = f"test:{key}"
+        have = self.book.rows.get(full)
+        if expect is not None:
+            if have is not None and dict(have) != dict(expect):
+                raise HarnessError(f"leaderboard row {key!r}: {self.book.path} holds {dict(have)}, the run now "
+                                   f"says {dict(expect)}: give another --out or delete that row")
+            have = expect
+        if have is not None and (self.verdicts is None or full in self.verdicts.rows):
+            return self.book.get(full, lambda: dict(have))
+        res = evaluate()
+        scores = _scores(res)
+        if have is not None and scores != dict(have):
+            raise HarnessError(f"leaderboard row {key!r}: scored {scores} on test now, {dict(have)} before: "
+                               "scoring is not reproducible")
+        if self.verdicts is not None:
+            self.verdicts.put(full, res.get("verdicts"))
+        return self.book.get(full, lambda: scores)
 
     def merge(self, spec) -> str:
         """The store id of the experts merged with a generalized-merge spec."""
@@ -72,6 +103,7 @@ class MethodResult:
     test: dict[str, float]
     detail: str | None = None  # shown after the row label, e.g. the chosen density or learned weights
     info: dict = field(default_factory=dict)
+    key: str | None = None  # the row's test key in the books (``test:KEY``): its verdicts for paired tables
 
 
 def _scores(res: dict) -> dict[str, float]:
@@ -87,17 +119,19 @@ def avg(scores: Mapping[str, float]) -> float:
 # -- baselines ----------------------------------------------------------------------------------------------
 def model(ctx: MethodContext, *, model_id: str, key: str) -> MethodResult:
     """A model of the store as it is (the base, an expert)."""
-    return MethodResult(ctx.score(key, model_id, "test"))
+    return MethodResult(ctx.score(key, model_id, "test"), key=key)
 
 
 def world_model(ctx: MethodContext, *, name: str) -> MethodResult:
     """A model the world built that is not a CycleQD expert (the all-data fine-tune)."""
-    def compute() -> dict[str, float]:
-        with CheckpointReader(ctx.extra_models[name]) as r:
-            sd = {k: r.read(k) for k in r.keys()}
-        return _scores(ctx.evaluator.score_state_dict(sd, "test"))
+    return MethodResult(ctx.tested(name, lambda: ctx.evaluator.score_state_dict(read_model(ctx.extra_models[name]), "test")),
+                        key=name)
 
-    return MethodResult(ctx.book.get(f"test:{name}", compute))
+
+def read_model(path: Path) -> dict:
+    """Every tensor of an HF model directory's weights."""
+    with CheckpointReader(path) as r:
+        return {k: r.read(k) for k in r.keys()}
 
 
 def merge(ctx: MethodContext, *, method: str, grid: list[dict] | None = None) -> MethodResult:
@@ -105,13 +139,13 @@ def merge(ctx: MethodContext, *, method: str, grid: list[dict] | None = None) ->
     mm = MERGE_METHODS.get(method)
     settings = [{"seed": ctx.seed} | g if "seed" in mm.defaults else dict(g) for g in (grid or [{}])]
     if len(settings) == 1:
-        return MethodResult(ctx.score(method, ctx.merge(mm.spec(**settings[0])), "test"))
+        return MethodResult(ctx.score(method, ctx.merge(mm.spec(**settings[0])), "test"), key=method)
     picks = []
     for g, shown in zip(settings, grid or [{}]):
         label = f"{method}:{json.dumps(shown, sort_keys=True)}"
         picks.append((avg(ctx.score(label, ctx.merge(mm.spec(**g)), "opt")), label, g))
     _, label, g = max(picks, key=lambda p: p[0])
-    return MethodResult(ctx.score(label, ctx.merge(mm.spec(**g)), "test"), detail=label.split(":", 1)[1])
+    return MethodResult(ctx.score(label, ctx.merge(mm.spec(**g)), "test"), detail=label.split(":", 1)[1], key=label)
 
 
 def task_arithmetic_lambda(ctx: MethodContext, *, lo: float = 0.25, hi: float = 2.0) -> MethodResult:
@@ -125,7 +159,7 @@ def task_arithmetic_lambda(ctx: MethodContext, *, lo: float = 0.25, hi: float = 
               for i, lam in enumerate(grid)]
     _, _, lam = max(scored)  # ties: the smaller lambda
     test = ctx.score(f"ta_lambda:{lam}", ctx.merge(ta.spec(scale=lam)), "test")
-    return MethodResult(test, detail=f"lambda={lam:g}", info={"lambda": lam})
+    return MethodResult(test, detail=f"lambda={lam:g}", info={"lambda": lam}, key=f"ta_lambda:{lam}")
 
 
 # -- learned task-arithmetic coefficients: each searcher gets ``ctx.budget`` opt-split evaluations, starts at
@@ -144,8 +178,8 @@ def _coefficient_search(ctx: MethodContext, tag: str, search) -> MethodResult:
 
     x0 = [1 / len(ctx.experts)] * len(ctx.experts)
     xbest = [float(v) for v in search(opt_scores, x0)]
-    test = ctx.book.get(f"test:{tag}", lambda: _scores(ctx.evaluator.evaluate(model_of(xbest), {}, "test")))
-    return MethodResult(test, detail=f"w={[round(v, 2) for v in xbest]}", info={"weights": xbest})
+    test = ctx.tested(tag, lambda: ctx.evaluator.evaluate(model_of(xbest), {}, "test"))
+    return MethodResult(test, detail=f"w={[round(v, 2) for v in xbest]}", info={"weights": xbest}, key=tag)
 
 
 def cmaes(ctx: MethodContext) -> MethodResult:
@@ -198,7 +232,12 @@ def cycleqd(ctx: MethodContext, *, overrides: list[str], run: str) -> MethodResu
     results = run_cycleqd(run_dir, lambda: ctx.run_config(list(overrides)), ctx.progress)
     row = next(r for r in results["rows"] if r["model"] == "cycleqd")
     test = {k: v for k, v in row[results["splits"][1]].items() if k != "avg"}
-    return MethodResult(test, info={"run_dir": str(run_dir)})
+    # the exported final model scored here too: its verdicts for the paired tables, and a check that the
+    # export is the model the run scored
+    key = f"cycleqd:{run}"
+    test = ctx.tested(key, lambda: ctx.evaluator.score_state_dict(read_model(run_dir / "final_model"), "test"),
+                      expect=test)
+    return MethodResult(test, info={"run_dir": str(run_dir)}, key=key)
 
 
 def run_cycleqd(run_dir: Path, make_config: Callable[[], Any], progress: bool) -> dict:

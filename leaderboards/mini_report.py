@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 from leaderboards.emit import emit_run, fmt_percent, method_rows, percent_table
+from leaderboards.paired import paired_markdown
 
 COLUMNS = {"mini-code": "Code", "mini-os": "OS", "mini-db": "DB"}
 
@@ -149,6 +150,10 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     t2_md = (markdown(t2, tasks, f"Mini Table 2: ablations ({v})") if t2 else
              f"### Mini Table 2: ablations ({v})\n\nNot run (`--tables 1`: Table 1 only).\n")
     md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + t2_md
+    paired = {name: paired_markdown(tab, f"Mini {name.replace('table', 'Table ')}: CycleQD against each row, "
+                                         "paired on the test instances")
+              for name, tab in (report.get("paired") or {}).items()}
+    md += "".join("\n" + p for p in paired.values())
     md += "\n" + regime_text(report.get("regime"), tasks) + "\n"
     written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
                "json": out / "report.json", "html": out / "index.html"}
@@ -181,6 +186,7 @@ baselines {tm.get('baselines', 0):.0f} s, learned coefficients (CMA-ES / NSGA-II
 <p>{html.escape(regime_text(report.get("regime"), tasks))}</p>
 <h2>Table 1</h2>{html_table(t1)}{_img(bars_figure(t1, tasks))}
 <h2>Table 2: ablations</h2>{html_table(t2) if t2 else "<p>Not run (<code>--tables 1</code>: Table 1 only).</p>"}
+<h2>Paired comparisons</h2>{"".join(f"<pre>{html.escape(p)}</pre>" for p in paired.values()) or "<p>None.</p>"}
 <h2>Progress</h2>{_img(progress_figure(runs))}
 <h2>Elite maps (CycleQD run, last generation)</h2>{imgs}
 </body></html>"""

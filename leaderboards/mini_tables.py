@@ -33,6 +33,7 @@ from harness.runner.checkpoint import atomic_write_json, read_json
 from harness.runner.worker import Evaluator
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
+from leaderboards.paired import domain_aggregate, paired_table
 from leaderboards.mini_report import write_regime_report, write_report
 from leaderboards.regression import compare, reference_operation_seconds
 
@@ -145,7 +146,8 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     evaluator = Evaluator(OmegaConf.to_container(cfg, resolve=True), out / "scoring")
     ctx = MethodContext(
         evaluator=evaluator, experts=tuple(expert_id(f) for f in FAMILIES), tasks=names, seed=seed,
-        budget=variant["cmaes_evals"], book=RowBook(out / "rows.json"), out_dir=out,
+        budget=variant["cmaes_evals"], book=RowBook(out / "rows.json"), verdicts=RowBook(out / "verdicts.json"),
+        out_dir=out,
         extra_models={"all_data": world["all_data"]}, progress=progress,
         # one score cache for the five CycleQD runs: the experts (and any repeated model) are scored once
         run_config=lambda o: run_config(variant, seed, [*ENGINES[engine], f"runner.score_cache={out / 'score_cache'}",
@@ -169,58 +171,97 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         write_regime_report(out, report)
         return report
 
-    # -- Table 1 baselines and learned coefficients ------------------------------------------------------
+    # the evaluator stays open to the end: the CycleQD runs' exported models are scored by it too
     table1: dict[str, dict[str, float]] = {}
-    say("mini: scoring the base, experts and merges ...", flush=True)
+    table2, runs = {}, {}
+    keys: dict[str, dict[str, str]] = {"table1": {}, "table2": {}}  # row label -> its key in the books
     try:
+        # -- Table 1 baselines and learned coefficients --------------------------------------------------
+        say("mini: scoring the base, experts and merges ...", flush=True)
         for label, method, params in TABLE1:
             t1 = time.perf_counter()
             if method in TIMING_KEY:
                 say(f"mini: {label} ...", flush=True)
             res = METHODS.get(method)(ctx, **params)
             table1[_labelled(label, res)] = res.test
+            keys["table1"][_labelled(label, res)] = res.key
             key = TIMING_KEY.get(method, "baselines")
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t1
         geometry = task_vector_geometry(evaluator.store, FAMILIES)
+
+        # -- CycleQD and Table 2 -------------------------------------------------------------------------
+        t_evolve = 0.0
+        for i, (label, overrides) in enumerate(ABLATIONS if tables == "1+2" else []):
+            say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
+            t1 = time.perf_counter()
+            res = METHODS.get("cycleqd")(ctx, overrides=overrides, run=f"qd_{i}")
+            t_evolve += time.perf_counter() - t1
+            runs[label] = out / f"qd_{i}"
+            table2[label] = res.test
+            keys["table2"][label] = res.key
+        table1_gens = int(variant.get("table1_generations") or variant["generations"])
+        main_run = CYCLEQD_ROW
+        if table1_gens == int(variant["generations"]) and tables == "1+2":
+            table1["CycleQD"] = table2[CYCLEQD_ROW]
+            keys["table1"]["CycleQD"] = keys["table2"][CYCLEQD_ROW]
+        else:  # Table 1's CycleQD at its own, larger budget (the Table 2 rows keep theirs)
+            label = main_run = f"Table 1 CycleQD ({table1_gens} generations)"
+            say(f"mini: {label} (Table 1) ...", flush=True)
+            t1 = time.perf_counter()
+            over = [*dict(ABLATIONS)[CYCLEQD_ROW], f"qd.generations={table1_gens}",
+                    f"runner.progress_every={variant.get('table1_progress_every', variant['progress_every'])}"]
+            res = METHODS.get("cycleqd")(ctx, overrides=over, run="qd_table1")
+            t_evolve += time.perf_counter() - t1
+            runs[label] = out / "qd_table1"
+            table1[f"CycleQD ({table1_gens} generations)"] = res.test
+            keys["table1"][f"CycleQD ({table1_gens} generations)"] = res.key
+        timings["cycleqd_runs"] = t_evolve
+        paired = paired_tables(ctx, keys)
     finally:
         evaluator.close(discard_models=True)
-
-    # -- CycleQD and Table 2 ----------------------------------------------------------------------------
-    table2, runs = {}, {}
-    t_evolve = 0.0
-    for i, (label, overrides) in enumerate(ABLATIONS if tables == "1+2" else []):
-        say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
-        t1 = time.perf_counter()
-        res = METHODS.get("cycleqd")(ctx, overrides=overrides, run=f"qd_{i}")
-        t_evolve += time.perf_counter() - t1
-        runs[label] = out / f"qd_{i}"
-        table2[label] = res.test
-    table1_gens = int(variant.get("table1_generations") or variant["generations"])
-    main_run = CYCLEQD_ROW
-    if table1_gens == int(variant["generations"]) and tables == "1+2":
-        table1["CycleQD"] = table2[CYCLEQD_ROW]
-    else:  # Table 1's CycleQD at its own, larger budget (the Table 2 rows keep theirs)
-        label = main_run = f"Table 1 CycleQD ({table1_gens} generations)"
-        say(f"mini: {label} (Table 1) ...", flush=True)
-        t1 = time.perf_counter()
-        over = [*dict(ABLATIONS)[CYCLEQD_ROW], f"qd.generations={table1_gens}",
-                f"runner.progress_every={variant.get('table1_progress_every', variant['progress_every'])}"]
-        res = METHODS.get("cycleqd")(ctx, overrides=over, run="qd_table1")
-        t_evolve += time.perf_counter() - t1
-        runs[label] = out / "qd_table1"
-        table1[f"CycleQD ({table1_gens} generations)"] = res.test
-    timings["cycleqd_runs"] = t_evolve
     timings["total"] = time.perf_counter() - t0
+    timings = accumulated_timings(out, timings)
 
     report = {"regime": regime(table1, names, geometry), "cycleqd_row": main_run, "variant": variant_name,
               "seed": seed, "engine": engine, "tables": tables,
               "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
-              "table1": table1, "table2": table2, "timings": timings,
+              "table1": table1, "table2": table2, "paired": paired, "timings": timings["all_calls"],
+              "timings_this_call": timings["this_call"],
               "speed": speed_report(list(runs.values()), engine_seconds(), ref_op),
               "environment": read_json(runs[main_run] / "environment.json")}
     write_report(out, report, runs)
     return report
+
+
+def paired_tables(ctx: MethodContext, keys: dict[str, dict[str, str]]) -> dict:
+    """CycleQD against every other row of each table, instance by instance on the test split
+    (leaderboards/paired.py), from the rows' verdicts in ``ctx.verdicts``."""
+    aggregates = {t: domain_aggregate(ctx.evaluator.domains[t]) for t in ctx.tasks}
+    out = {}
+    for table, labels in keys.items():
+        subject = next((lb for lb in labels if lb.startswith("CycleQD") or lb == CYCLEQD_ROW), None)
+        if subject is None:
+            continue
+        rows = {lb: ctx.verdicts.rows.get(f"test:{k}") or {} for lb, k in labels.items()}
+        out[table] = paired_table(subject, rows, aggregates, seed=ctx.seed)
+    return out
+
+
+def accumulated_timings(out: Path, this_call: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Seconds per stage summed over every call that worked on ``out`` (a resumed experiment's time is
+    the sum of its calls; a call that only resumes finished work adds little), kept in ``timings.json``.
+    A folder from before that file starts from its report's timings."""
+    path = out / "timings.json"
+    if path.exists():
+        before = read_json(path)["all_calls"]
+    elif (out / "report.json").exists():
+        before = dict(read_json(out / "report.json").get("timings") or {})
+    else:
+        before = {}
+    total = {k: before.get(k, 0.0) + this_call.get(k, 0.0) for k in {*before, *this_call}}
+    atomic_write_json(path, {"all_calls": total})
+    return {"all_calls": total, "this_call": this_call}
 
 
 def task_vector_geometry(store, families) -> dict:

@@ -78,9 +78,10 @@ class Evaluator:
     def evaluate(self, model_id: str, lineage: Mapping[str, Mapping], split: str,
                  gates: Sequence[Mapping] | None = None) -> dict:
         """{"scores": {task: q} | None, "error": str | None, "timings": {...}, "status_counts": {...},
-        "samples": {"evaluated", "total"}} (from ``runner.score_cache`` when this model was scored on this
-        split before, with "cached": true). With ``gates`` (racing) a child no archive could take comes back
-        early with "scores": None, "error": None and "raced": the bounds on its scores when it stopped."""
+        "samples": {"evaluated", "total"}, "verdicts": {task: [[instance, score], ...] | None}} (from
+        ``runner.score_cache`` when this model was scored on this split before, with "cached": true). With
+        ``gates`` (racing) a child no archive could take comes back early with "scores": None, "error": None
+        and "raced": the bounds on its scores when it stopped."""
         if self.cache is not None:
             key = self.cache.key(model_id, split)
             hit = self.cache.get(key)
@@ -135,6 +136,7 @@ class Evaluator:
             counts = {name: r.status_counts() for name, (_, r) in samples.items()}
             return {"scores": None, "error": None, "raced": raced, "status_counts": counts, **out}
         scores, counts = {}, {}
+        verdicts = {name: self._verdicts(name, split, res.samples) for name, (_, res) in samples.items()}
         for name, (q, res) in samples.items():
             q = float(q)
             if not (math.isfinite(q) and 0.0 <= q <= 1.0):
@@ -146,7 +148,15 @@ class Evaluator:
                 return {"scores": None, "status_counts": counts, **out,
                         "error": f"rejected (runner.max_harness_failures): {verdict}"}
             scores[name] = q
-        return {"scores": scores, "error": None, "status_counts": counts, **out}
+        return {"scores": scores, "error": None, "status_counts": counts, "verdicts": verdicts, **out}
+
+    def _verdicts(self, name: str, split: str, samples) -> list[list] | None:
+        """[[instance, score], ...] in evaluation order: what a paired comparison of two models on the same
+        instances needs (leaderboards/paired.py); None for a domain that scores a split only whole."""
+        plan = self.instances(name, split)
+        if plan is None or len(plan) != len(samples):
+            return None
+        return [[int(i), float(s.score)] for i, s in zip(plan, samples)]
 
     def instances(self, name: str, split: str) -> list[int]:
         """Task ``name``'s instances of ``split``, the validation slices (harness/runner/validation.py)

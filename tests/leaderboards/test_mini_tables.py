@@ -68,7 +68,54 @@ def test_rerun_reuses_everything_and_gives_the_same_tables(experiment):
     out, rep = experiment
     again = run_experiment("micro", 0, out, progress=False, world_params=MICRO_WORLD, variant=MICRO)
     assert again["table1"] == rep["table1"] and again["table2"] == rep["table2"]
-    assert again["timings"]["build_world"] < 30 and again["timings"]["cycleqd_runs"] < 10
+    assert again["paired"] == rep["paired"]
+    now = again["timings_this_call"]
+    assert now["build_world"] < 30 and now["cycleqd_runs"] < 10
+    # the report's timings are the experiment's: every call's seconds summed
+    assert again["timings"]["total"] == pytest.approx(rep["timings"]["total"] + now["total"])
+
+
+def test_cycleqd_is_compared_with_every_row_instance_by_instance(experiment):
+    """The paired tables are built from per-instance verdicts that reproduce each row's scores: the
+    difference of averages they report is the tables' own."""
+    out, rep = experiment
+
+    def avg(scores):
+        return sum(scores.values()) / len(scores)
+
+    for table, subject in (("table1", "CycleQD (3 generations)"), ("table2", CYCLEQD_ROW)):
+        paired = rep["paired"][table]
+        assert paired["subject"] == subject and not paired["skipped"]
+        assert set(paired["rows"]) == set(rep[table]) - {subject}
+        for label, r in paired["rows"].items():
+            assert r["diff"] == pytest.approx(avg(rep[table][subject]) - avg(rep[table][label]), abs=1e-12)
+            assert r["ci"][0] <= r["diff"] <= r["ci"][1] and r["verdict"] in ("above", "within", "below")
+            assert r["instances"] == {"mini-code": 4, "mini-os": 4, "mini-db": 4}
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    code = verdicts["test:base"]["mini-code"]
+    assert [s for _, s in code] and all(s in (0.0, 1.0) for _, s in code)
+    assert sum(s for _, s in code) / len(code) == rep["table1"]["Base model"]["mini-code"]
+    assert "paired on the test instances" in (out / "tables.md").read_text()
+
+
+def test_rows_scored_before_verdicts_are_scored_again_and_must_agree(experiment, tmp_path):
+    import shutil
+
+    from harness.errors import HarnessError
+
+    out, rep = experiment
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "verdicts.json").unlink()
+    again = run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO)
+    assert again["table1"] == rep["table1"] and again["paired"] == rep["paired"]
+    # a saved row that the model no longer scores is an error, not a silent mix of two scorings
+    (old / "verdicts.json").unlink()
+    rows = json.loads((old / "rows.json").read_text())
+    rows["test:base"]["mini-code"] = 1.0 - rows["test:base"]["mini-code"]
+    (old / "rows.json").write_text(json.dumps(rows))
+    with pytest.raises(HarnessError, match="'base'.*not reproducible"):
+        run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO)
 
 
 def test_regression_check_passes_on_itself_and_names_a_shifted_cell(experiment):
