@@ -33,8 +33,8 @@ from harness.runner.checkpoint import atomic_write_json, read_json
 from harness.runner.worker import Evaluator
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
-from leaderboards.paired import domain_aggregate, paired_table
 from leaderboards.mini_report import write_regime_report, write_report
+from leaderboards.paired import domain_aggregate, paired_table
 from leaderboards.regression import compare, reference_operation_seconds
 
 REPO = Path(__file__).resolve().parents[1]
