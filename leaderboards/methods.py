@@ -71,26 +71,30 @@ class MethodContext:
         return self.book.get(f"{split}:{key}", lambda: _scores(self.evaluator.evaluate(model_id, {}, split)))
 
     def tested(self, key: str, evaluate: Callable[[], dict], expect: Mapping[str, float] | None = None) -> dict[str, float]:
-        """A row's test scores, saved under ``test:key``, and its per-instance verdicts under the same key in
-        ``verdicts``. A row saved before verdicts were kept is scored again for them; that score, and one
-        the caller already has (``expect``: a CycleQD run's own), must be the saved one exactly, or the
-        scoring is not reproducible and no number of this leaderboard can be trusted."""
+        """A row's test scores, saved under ``test:key`` in the row book, and its per-instance verdicts with
+        the scores they came with under the same key in ``verdicts``. ``expect``: scores the caller already
+        has (a CycleQD run's own), which the saved row must equal. The model is scored (``evaluate()``)
+        when the row is new, or when its verdicts are missing or were saved with other scores (a row from
+        before verdicts were kept; a run redone in place); a row scored again must give the saved scores
+        exactly, or scoring is not reproducible and no number of this leaderboard can be trusted."""
         full = f"test:{key}"
         have = self.book.rows.get(full)
         if expect is not None:
             if have is not None and dict(have) != dict(expect):
                 raise HarnessError(f"leaderboard row {key!r}: {self.book.path} holds {dict(have)}, the run now "
-                                   f"says {dict(expect)}: give another --out or delete that row")
+                                   f"says {dict(expect)}: give another --out, or delete {full!r} there")
             have = expect
-        if have is not None and (self.verdicts is None or full in self.verdicts.rows):
+        kept = self.verdicts.rows.get(full) if self.verdicts is not None else None
+        if have is not None and (self.verdicts is None or (kept or {}).get("scores") == dict(have)):
             return self.book.get(full, lambda: dict(have))
         res = evaluate()
         scores = _scores(res)
         if have is not None and scores != dict(have):
-            raise HarnessError(f"leaderboard row {key!r}: scored {scores} on test now, {dict(have)} before: "
-                               "scoring is not reproducible")
+            where = f"{self.book.path}" + (" and the run's results" if expect is not None else "")
+            raise HarnessError(f"leaderboard row {key!r}: scored {scores} on test now, {dict(have)} in {where}: "
+                               f"scoring is not reproducible (give another --out to start over)")
         if self.verdicts is not None:
-            self.verdicts.put(full, res.get("verdicts"))
+            self.verdicts.put(full, {"scores": scores, "verdicts": res.get("verdicts")})
         return self.book.get(full, lambda: scores)
 
     def merge(self, spec) -> str:

@@ -34,7 +34,7 @@ from harness.runner.worker import Evaluator
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
 from leaderboards.mini_report import write_regime_report, write_report
-from leaderboards.paired import domain_aggregate, paired_table
+from leaderboards.paired import domain_stat, paired_table
 from leaderboards.regression import compare, reference_operation_seconds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,6 +188,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             key = TIMING_KEY.get(method, "baselines")
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t1
         geometry = task_vector_geometry(evaluator.store, FAMILIES)
+        evaluator.store.discard_files()  # Table 1's models are recipes in the books; free the disk for the runs
 
         # -- CycleQD and Table 2 -------------------------------------------------------------------------
         t_evolve = 0.0
@@ -216,7 +217,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             table1[f"CycleQD ({table1_gens} generations)"] = res.test
             keys["table1"][f"CycleQD ({table1_gens} generations)"] = res.key
         timings["cycleqd_runs"] = t_evolve
-        paired = paired_tables(ctx, keys)
+        subjects = {"table1": next(lb for lb in keys["table1"] if lb == "CycleQD" or lb.startswith("CycleQD (")),
+                    "table2": CYCLEQD_ROW}
+        paired = paired_tables(ctx, keys, subjects)
     finally:
         evaluator.close(discard_models=True)
     timings["total"] = time.perf_counter() - t0
@@ -234,29 +237,31 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     return report
 
 
-def paired_tables(ctx: MethodContext, keys: dict[str, dict[str, str]]) -> dict:
-    """CycleQD against every other row of each table, instance by instance on the test split
-    (leaderboards/paired.py), from the rows' verdicts in ``ctx.verdicts``."""
-    aggregates = {t: domain_aggregate(ctx.evaluator.domains[t]) for t in ctx.tasks}
+def paired_tables(ctx: MethodContext, keys: dict[str, dict[str, str | None]], subjects: dict[str, str]) -> dict:
+    """Each table's CycleQD row (``subjects``) against its every other row, instance by instance on the test
+    split (leaderboards/paired.py), from the verdicts ``ctx.tested`` kept for the rows' keys."""
+    stats = {t: domain_stat(ctx.evaluator.domains[t]) for t in ctx.tasks}
     out = {}
-    for table, labels in keys.items():
-        subject = next((lb for lb in labels if lb.startswith("CycleQD") or lb == CYCLEQD_ROW), None)
-        if subject is None:
-            continue
-        rows = {lb: ctx.verdicts.rows.get(f"test:{k}") or {} for lb, k in labels.items()}
-        out[table] = paired_table(subject, rows, aggregates, seed=ctx.seed)
+    for table, subject in subjects.items():
+        if subject not in keys[table]:
+            continue  # the table was not run (``--tables 1``: no Table 2)
+        rows = {lb: (ctx.verdicts.rows.get(f"test:{k}") or {}).get("verdicts") if k else None
+                for lb, k in keys[table].items()}
+        out[table] = paired_table(subject, rows, stats, seed=ctx.seed)
     return out
 
 
 def accumulated_timings(out: Path, this_call: dict[str, float]) -> dict[str, dict[str, float]]:
     """Seconds per stage summed over every call that worked on ``out`` (a resumed experiment's time is
     the sum of its calls; a call that only resumes finished work adds little), kept in ``timings.json``.
-    A folder from before that file starts from its report's timings."""
+    A folder from before that file starts from its report's timings (a ``--tables regime`` report times
+    other work and is not counted). A call that stops with an error is not counted."""
     path = out / "timings.json"
+    old_report = read_json(out / "report.json") if (out / "report.json").exists() else {}
     if path.exists():
         before = read_json(path)["all_calls"]
-    elif (out / "report.json").exists():
-        before = dict(read_json(out / "report.json").get("timings") or {})
+    elif old_report.get("tables") != "regime":
+        before = dict(old_report.get("timings") or {})
     else:
         before = {}
     total = {k: before.get(k, 0.0) + this_call.get(k, 0.0) for k in {*before, *this_call}}

@@ -81,7 +81,8 @@ class Evaluator:
         "samples": {"evaluated", "total"}, "verdicts": {task: [[instance, score], ...] | None}} (from
         ``runner.score_cache`` when this model was scored on this split before, with "cached": true). With
         ``gates`` (racing) a child no archive could take comes back early with "scores": None, "error": None
-        and "raced": the bounds on its scores when it stopped."""
+        and "raced": the bounds on its scores when it stopped. "verdicts" is absent from rejected and raced
+        results and from score-cache entries written before it existed."""
         if self.cache is not None:
             key = self.cache.key(model_id, split)
             hit = self.cache.get(key)
@@ -152,7 +153,8 @@ class Evaluator:
 
     def _verdicts(self, name: str, split: str, samples) -> list[list] | None:
         """[[instance, score], ...] in evaluation order: what a paired comparison of two models on the same
-        instances needs (leaderboards/paired.py); None for a domain that scores a split only whole."""
+        instances needs (leaderboards/paired.py). None where samples and instances do not line up (a domain
+        that scores a split only whole): a paired table then lists the row as not comparable, by task."""
         plan = self.instances(name, split)
         if plan is None or len(plan) != len(samples):
             return None

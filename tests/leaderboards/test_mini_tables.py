@@ -89,10 +89,11 @@ def test_cycleqd_is_compared_with_every_row_instance_by_instance(experiment):
         assert set(paired["rows"]) == set(rep[table]) - {subject}
         for label, r in paired["rows"].items():
             assert r["diff"] == pytest.approx(avg(rep[table][subject]) - avg(rep[table][label]), abs=1e-12)
-            assert r["ci"][0] <= r["diff"] <= r["ci"][1] and r["verdict"] in ("above", "within", "below")
+            assert r["ci"][0] <= r["ci"][1] and r["verdict"] in ("above", "within", "below")
             assert r["instances"] == {"mini-code": 4, "mini-os": 4, "mini-db": 4}
     verdicts = json.loads((out / "verdicts.json").read_text())
-    code = verdicts["test:base"]["mini-code"]
+    assert verdicts["test:base"]["scores"] == rep["table1"]["Base model"]
+    code = verdicts["test:base"]["verdicts"]["mini-code"]
     assert [s for _, s in code] and all(s in (0.0, 1.0) for _, s in code)
     assert sum(s for _, s in code) / len(code) == rep["table1"]["Base model"]["mini-code"]
     assert "paired on the test instances" in (out / "tables.md").read_text()
@@ -112,10 +113,35 @@ def test_rows_scored_before_verdicts_are_scored_again_and_must_agree(experiment,
     # a saved row that the model no longer scores is an error, not a silent mix of two scorings
     (old / "verdicts.json").unlink()
     rows = json.loads((old / "rows.json").read_text())
-    rows["test:base"]["mini-code"] = 1.0 - rows["test:base"]["mini-code"]
+    rows["test:base"]["mini-code"] = -1.0
     (old / "rows.json").write_text(json.dumps(rows))
     with pytest.raises(HarnessError, match="'base'.*not reproducible"):
         run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO)
+
+
+def test_a_cycleqd_row_must_be_the_runs_own_score_and_its_verdicts_follow_the_run(experiment, tmp_path):
+    import shutil
+
+    from harness.errors import HarnessError
+
+    out, rep = experiment
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    key = "test:cycleqd:qd_table1"
+    # verdicts kept with other scores (a run redone in place) are not reused: the model is scored again
+    verdicts = json.loads((old / "verdicts.json").read_text())
+    verdicts[key]["scores"]["mini-os"] = -1.0
+    verdicts[key]["verdicts"]["mini-os"] = []
+    (old / "verdicts.json").write_text(json.dumps(verdicts))
+    again = run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="1")
+    assert again["paired"]["table1"] == rep["paired"]["table1"]
+    assert json.loads((old / "verdicts.json").read_text())[key] == json.loads((out / "verdicts.json").read_text())[key]
+    # a saved row that is not the run's own result is refused, naming the row and what to do
+    rows = json.loads((old / "rows.json").read_text())
+    rows[key]["mini-db"] = -1.0
+    (old / "rows.json").write_text(json.dumps(rows))
+    with pytest.raises(HarnessError, match="'cycleqd:qd_table1'.*the run now says.*delete"):
+        run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="1")
 
 
 def test_regression_check_passes_on_itself_and_names_a_shifted_cell(experiment):
