@@ -139,8 +139,12 @@ def regime_text(regime: dict | None, tasks: list[str]) -> str:
     rets = regime["retention"]
     ret = ", ".join(f"{COLUMNS.get(t, t)} " + ("n/a" if rets[t] is None else f"{100 * rets[t]:.0f}%") for t in tasks)
     verdict = "holds" if regime["holds"] else "does NOT hold (" + ", ".join(f.replace("_", " ") for f in regime["failed"]) + ")"
+    beats = regime.get("mean_merge_beats_an_expert")
+    above = ("" if beats is None else
+             " The mean merge beats " + ("an expert on its own family, as in the paper (MBPP, OS)." if beats else
+                                         "no expert on its own family (in the paper it beats the MBPP and OS experts)."))
     return (f"World regime (the paper's: base partly solves each family, experts best on their own, the mean merge "
-            f"keeping >= 50% of the experts' gain): {verdict}. Mean-merge retention of each expert's gain: {ret}.")
+            f"keeping >= 50% of the experts' gain): {verdict}. Mean-merge retention of each expert's gain: {ret}.{above}")
 
 
 def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Path]:

@@ -287,9 +287,15 @@ def task_vector_geometry(store, families) -> dict:
 def regime(table1: dict, tasks: list[str], geometry: dict) -> dict:
     """Is the world in the paper's regime? Defined by the paper's numbers, never by CycleQD's result: the
     base partly solves every family (5% to 70%; Llama-3-8B-Instruct: 67 / 5 / 25 on MBPP / DB / OS), each
-    expert is best on its own family, and the mean merge keeps at least half of each expert's gain over the
-    base on average (paper: about 52% for DB and more than 100% for MBPP and OS) while staying below each
-    expert on its own family. ``retention[t] = (mean_merge[t] - base[t]) / (expert_t[t] - base[t])``."""
+    expert is best on its own family among the experts, and the mean merge keeps at least half of each
+    expert's gain over the base on average (paper: about 52% for DB and more than 100% for MBPP and OS).
+    ``retention[t] = (mean_merge[t] - base[t]) / (expert_t[t] - base[t])``.
+
+    The issue that asked for this gate also asked for the mean merge to stay below each expert on its own
+    family. The paper's Table 1 contradicts that clause (its mean merge beats the MBPP expert, 72.9 vs 70.4,
+    and the OS expert, 42.6 vs 30.4), and merges above an expert are what let CycleQD's archives hold
+    models above the experts. So it is reported (``mean_merge_minus_expert``, ``mean_merge_beats_an_expert``:
+    true in the paper) and does not decide ``holds``."""
     experts = {t: table1[EXPERT_ROW[f]] for t, f in zip(tasks, FAMILIES)}
     base, mean = table1["Base model"], table1["Merge: mean of task vectors"]
     gain = {t: experts[t][t] - base[t] for t in tasks}
@@ -300,10 +306,11 @@ def regime(table1: dict, tasks: list[str], geometry: dict) -> dict:
         "each_expert_best_on_its_family": all(experts[t][t] > max(experts[u][t] for u in tasks if u != t) for t in tasks),
         "experts_gain_over_base": all(g > 0 for g in gain.values()),
         "mean_merge_keeps_half_the_gain": bool(kept) and len(kept) == len(tasks) and sum(kept) / len(kept) >= 0.5,
-        "mean_merge_below_each_expert": all(mean[t] < experts[t][t] for t in tasks),
     }
+    above = {t: mean[t] - experts[t][t] for t in tasks}
     return {"base": base, "expert_own": {t: experts[t][t] for t in tasks}, "mean_merge": mean,
             "retention": retention, "mean_retention": sum(kept) / len(kept) if kept else None,
+            "mean_merge_minus_expert": above, "mean_merge_beats_an_expert": any(d > 0 for d in above.values()),
             **geometry, "checks": checks, "holds": all(checks.values()),
             "failed": [k for k, ok in checks.items() if not ok]}
 
