@@ -236,10 +236,11 @@ def cycleqd(ctx: MethodContext, *, overrides: list[str], run: str) -> MethodResu
     results = run_cycleqd(run_dir, lambda: ctx.run_config(list(overrides)), ctx.progress)
     row = next(r for r in results["rows"] if r["model"] == "cycleqd")
     test = {k: v for k, v in row[results["splits"][1]].items() if k != "avg"}
-    # the exported final model scored here too: its verdicts for the paired tables, and a check that the
-    # export is the model the run scored
-    key = f"cycleqd:{run}"
-    test = ctx.tested(key, lambda: ctx.evaluator.score_state_dict(read_model(run_dir / "final_model"), "test"),
+    # the run's per-instance verdicts for the paired tables; a run finished before it kept them has its
+    # exported final model scored here instead, which must give the run's own scores
+    key, kept = f"cycleqd:{run}", (row.get("verdicts") or {}).get(results["splits"][1])
+    test = ctx.tested(key, (lambda: {"scores": test, "verdicts": kept}) if kept else
+                      (lambda: ctx.evaluator.score_state_dict(read_model(run_dir / "final_model"), "test")),
                       expect=test)
     return MethodResult(test, info={"run_dir": str(run_dir)}, key=key)
 

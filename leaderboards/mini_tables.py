@@ -183,8 +183,8 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             if method in TIMING_KEY:
                 say(f"mini: {label} ...", flush=True)
             res = METHODS.get(method)(ctx, **params)
-            table1[_labelled(label, res)] = res.test
-            keys["table1"][_labelled(label, res)] = res.key
+            row = _labelled(label, res)
+            table1[row], keys["table1"][row] = res.test, res.key
             key = TIMING_KEY.get(method, "baselines")
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t1
         geometry = task_vector_geometry(evaluator.store, FAMILIES)
@@ -201,10 +201,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             table2[label] = res.test
             keys["table2"][label] = res.key
         table1_gens = int(variant.get("table1_generations") or variant["generations"])
-        main_run = CYCLEQD_ROW
+        main_run, subject = CYCLEQD_ROW, "CycleQD"  # the Table 2 run that is Table 1's, and its Table 1 row
         if table1_gens == int(variant["generations"]) and tables == "1+2":
-            table1["CycleQD"] = table2[CYCLEQD_ROW]
-            keys["table1"]["CycleQD"] = keys["table2"][CYCLEQD_ROW]
+            table1[subject], keys["table1"][subject] = table2[CYCLEQD_ROW], keys["table2"][CYCLEQD_ROW]
         else:  # Table 1's CycleQD at its own, larger budget (the Table 2 rows keep theirs)
             label = main_run = f"Table 1 CycleQD ({table1_gens} generations)"
             say(f"mini: {label} (Table 1) ...", flush=True)
@@ -214,12 +213,10 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             res = METHODS.get("cycleqd")(ctx, overrides=over, run="qd_table1")
             t_evolve += time.perf_counter() - t1
             runs[label] = out / "qd_table1"
-            table1[f"CycleQD ({table1_gens} generations)"] = res.test
-            keys["table1"][f"CycleQD ({table1_gens} generations)"] = res.key
+            subject = f"CycleQD ({table1_gens} generations)"
+            table1[subject], keys["table1"][subject] = res.test, res.key
         timings["cycleqd_runs"] = t_evolve
-        subjects = {"table1": next(lb for lb in keys["table1"] if lb == "CycleQD" or lb.startswith("CycleQD (")),
-                    "table2": CYCLEQD_ROW}
-        paired = paired_tables(ctx, keys, subjects)
+        paired = paired_tables(ctx, keys, {"table1": subject, "table2": CYCLEQD_ROW})
     finally:
         evaluator.close(discard_models=True)
     timings["total"] = time.perf_counter() - t0

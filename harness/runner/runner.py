@@ -289,6 +289,8 @@ class Runner:
                     entry[f"{sp}_error"] = res["error"]
                 else:
                     entry[sp] = dict(res["scores"], avg=sum(res["scores"].values()) / len(res["scores"]))
+                    if res.get("verdicts"):  # per instance, for paired comparisons (leaderboards/paired.py)
+                        entry.setdefault("verdicts", {})[sp] = res["verdicts"]
             table.append(entry)
         results = {"tasks": [t.name for t in self.cfg.tasks], "splits": splits, "rows": table,
                    "aggregation": info, "final_model_id": final_id,

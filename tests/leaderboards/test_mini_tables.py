@@ -128,10 +128,23 @@ def test_a_cycleqd_row_must_be_the_runs_own_score_and_its_verdicts_follow_the_ru
     old = tmp_path / "old"
     shutil.copytree(out, old)
     key = "test:cycleqd:qd_table1"
-    # verdicts kept with other scores (a run redone in place) are not reused: the model is scored again
+    # verdicts kept with other scores (a run redone in place) are not reused: they are taken again
     verdicts = json.loads((old / "verdicts.json").read_text())
     verdicts[key]["scores"]["mini-os"] = -1.0
     verdicts[key]["verdicts"]["mini-os"] = []
+    (old / "verdicts.json").write_text(json.dumps(verdicts))
+    again = run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="1")
+    assert again["paired"]["table1"] == rep["paired"]["table1"]
+    assert json.loads((old / "verdicts.json").read_text())[key] == json.loads((out / "verdicts.json").read_text())[key]
+    # the run keeps its final model's verdicts; a run finished before it did has its exported model scored,
+    # which gives the same verdicts
+    results = json.loads((old / "qd_table1" / "results.json").read_text())
+    final = next(r for r in results["rows"] if r["model"] == "cycleqd")
+    assert final["verdicts"]["test"] == json.loads((out / "verdicts.json").read_text())[key]["verdicts"]
+    del final["verdicts"]
+    (old / "qd_table1" / "results.json").write_text(json.dumps(results))
+    verdicts = json.loads((old / "verdicts.json").read_text())
+    del verdicts[key]
     (old / "verdicts.json").write_text(json.dumps(verdicts))
     again = run_experiment("micro", 0, old, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="1")
     assert again["paired"]["table1"] == rep["paired"]["table1"]
