@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.runner.checkpoint import atomic_write_bytes, atomic_write_json, read_json
 from leaderboards.emit import emit_run, fmt_percent, method_rows, percent_table
+from leaderboards.mini_kinds import kinds_markdown
 from leaderboards.paired import paired_markdown
 
 COLUMNS = {"mini-code": "Code", "mini-os": "OS", "mini-db": "DB"}
@@ -118,6 +119,8 @@ def write_regime_report(out: Path, report: dict) -> dict[str, Path]:
           + "\n" + regime_text(reg, tasks) + "\n\n### Fraction of each expert's gain kept\n\n" + "\n".join(lines) + "\n"
           + "\n||tau|| / ||theta||: " + ", ".join(f"{k} {v:.3f}" for k, v in reg["tau_over_theta"].items())
           + "; cosines: " + ", ".join(f"{k} {v:.3f}" for k, v in reg["cosine"].items() if v is not None) + "\n")
+    kinds_md = kinds_markdown(report.get("kinds") or {}, COLUMNS)
+    md += ("\n" + kinds_md) if kinds_md else ""
     written = {"md": out / "tables.md", "json": out / "report.json", "html": out / "index.html"}
     atomic_write_bytes(written["md"], md.encode())
     atomic_write_json(written["json"], report, indent=1)
@@ -159,6 +162,8 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
               for name, tab in (report.get("paired") or {}).items()}
     md += "".join("\n" + p for p in paired.values())
     md += "\n" + regime_text(report.get("regime"), tasks) + "\n"
+    kinds_md = kinds_markdown(report.get("kinds") or {}, COLUMNS)
+    md += ("\n" + kinds_md) if kinds_md else ""
     written = {"md": out / "tables.md", "t1csv": out / "table1.csv", "t2csv": out / "table2.csv",
                "json": out / "report.json", "html": out / "index.html"}
     atomic_write_bytes(written["md"], md.encode())

@@ -33,6 +33,7 @@ from harness.runner.checkpoint import atomic_write_json, read_json
 from harness.runner.worker import Evaluator
 from harness.store.recipes import BASE_ID, MergeRecipe, expert_id
 from leaderboards.methods import MethodContext, MethodResult, RowBook
+from leaderboards.mini_kinds import kind_scores
 from leaderboards.mini_report import write_regime_report, write_report
 from leaderboards.paired import domain_stat, paired_table
 from leaderboards.regression import compare, reference_operation_seconds
@@ -159,12 +160,17 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             say("mini: measuring the world's regime (opt and test pooled) ...", flush=True)
             pooled, scaled = measure_regime(ctx)
             geometry = task_vector_geometry(evaluator.store, FAMILIES)
+            by_kind = kind_scores(ctx, FAMILIES, {
+                "Base model": "base", **{EXPERT_ROW[f]: f for f in FAMILIES}, "Merge: mean of task vectors": "mean",
+                **{f"{EXPERT_ROW[f]} alone x 1/3": f"{f}_alone_x{1 / 3:.4f}" for f in FAMILIES}},
+                read_json(world["dir"] / "recipe.json"))
             n_inst = {t: sum(len(evaluator.instances(t, s)) for s in ("opt", "test")) for t in names}
         finally:
             evaluator.close(discard_models=True)
         timings.pop("baselines")
         timings["total"] = time.perf_counter() - t0
         report = {"regime": {**regime(pooled, names, geometry), "scaled_alone": scaled, "instances": n_inst},
+                  "kinds": by_kind,
                   "variant": variant_name, "seed": seed, "engine": engine, "tables": tables, "out_dir": str(out),
                   "variant_params": variant, "tasks": names, "scores": pooled, "timings": timings,
                   "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")}}
@@ -217,6 +223,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             table1[subject], keys["table1"][subject] = res.test, res.key
         timings["cycleqd_runs"] = t_evolve
         paired = paired_tables(ctx, keys, {"table1": subject, "table2": CYCLEQD_ROW})
+        by_kind = kind_scores(ctx, FAMILIES, keys["table1"], read_json(world["dir"] / "recipe.json"))
     finally:
         evaluator.close(discard_models=True)
     timings["total"] = time.perf_counter() - t0
@@ -226,7 +233,7 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
               "seed": seed, "engine": engine, "tables": tables,
               "out_dir": str(out), "variant_params": variant, "tasks": names,
               "world": {"dir": str(world["dir"]), "recipe": read_json(world["dir"] / "recipe.json")},
-              "table1": table1, "table2": table2, "paired": paired, "timings": timings["all_calls"],
+              "table1": table1, "table2": table2, "paired": paired, "kinds": by_kind, "timings": timings["all_calls"],
               "timings_this_call": timings["this_call"],
               "speed": speed_report(list(runs.values()), engine_seconds(), ref_op),
               "environment": read_json(runs[main_run] / "environment.json")}
