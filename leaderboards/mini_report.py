@@ -196,6 +196,7 @@ baselines {tm.get('baselines', 0):.0f} s, learned coefficients (CMA-ES / NSGA-II
 <h2>Table 1</h2>{html_table(t1)}{_img(bars_figure(t1, tasks))}
 <h2>Table 2: ablations</h2>{html_table(t2) if t2 else "<p>Not run (<code>--tables 1</code>: Table 1 only).</p>"}
 <h2>Paired comparisons</h2>{"".join(f"<pre>{html.escape(p)}</pre>" for p in paired.values()) or "<p>None.</p>"}
+{f"<h2>By question kind</h2><pre>{html.escape(kinds_md)}</pre>" if kinds_md else ""}
 <h2>Progress</h2>{_img(progress_figure(runs))}
 <h2>Elite maps (CycleQD run, last generation)</h2>{imgs}
 </body></html>"""

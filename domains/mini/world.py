@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     # 120 instances per family; the worlds tried before it are in leaderboards/mini/regime-trials/.
     "pretrain_gold": 1.0, "finetune_steps": {"code": 200, "os": 200, "db": 400}, "finetune_lr": 5e-4,
     "all_data_steps_factor": 3.0, "batch_size": 16, "warmup": 20,
-    "format_drift": {"code": 0.5, "os": 0.4, "db": 0.5}, "expert_kinds": 1.0,
+    "format_drift": {"code": 0.5, "os": 0.4, "db": 0.5}, "expert_kinds": 1.0, "shared_drift": 0.0,
 }
 # pretrain_gold: the fraction of each family's gold trajectories mixed into the base's pretraining (0: the base
 # knows the protocols, not the skills); all_data_steps_factor: the all-data fine-tune's steps in units of one
@@ -67,10 +67,12 @@ DEFAULTS: dict[str, Any] = {
 # drawn evenly from the families); format_drift: the fraction of the base's pretraining conversations
 # rewritten off the judge's protocol (domains/mini/drift.py says why and how); experts and the all-data
 # model see the protocol only; expert_kinds: the fraction of its family's question kinds an expert trains on
-# (domains/mini/kinds.py; 1: all; the all-data model trains on the union of the experts' sets).
+# (domains/mini/kinds.py; 1: all; the all-data model trains on the union of the experts' sets); shared_drift:
+# the fraction of the base's pretraining conversations whose model turns drop their closing code fence, a slip
+# the three protocols share (domains/mini/shared_drift.py).
 # Knobs added after the first worlds were built, with the value they had implicitly then: a knob at that
 # value is left out of the recipe's hash, so those worlds keep their cache address.
-LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0, "expert_kinds": 1.0}
+LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0, "expert_kinds": 1.0, "shared_drift": 0.0}
 # World C, the default until December 2026 (its references: leaderboards/mini/world-c/): these changes to
 # DEFAULTS rebuild it at its old address (world-c7068d9d0c28); the ``params`` of the regime trials in
 # leaderboards/mini/regime-trials/ are changes to this world.
@@ -79,7 +81,7 @@ WORLD_C: dict[str, Any] = {"n_train": 200, "pretrain_steps": 1500, "pretrain_gol
 assert set(LEGACY_VALUES) <= set(DEFAULTS) and set(WORLD_C) <= set(DEFAULTS)
 # knobs that may differ between families: a number for all, or {family: number} naming every family (the
 # paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
-PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift", "expert_kinds")
+PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift", "expert_kinds", "shared_drift")
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -111,10 +113,11 @@ def recipe(**params) -> dict:
                                     not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())):
             raise ConfigError(f"mini world: {k} as a mapping must give a number for each of {sorted(F.FAMILIES)}, "
                               f"got {v!r}")
-    drift = params.get("format_drift", 0.0)
-    if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1
-           for x in (drift.values() if isinstance(drift, dict) else [drift])):
-        raise ConfigError(f"mini world: format_drift must be a fraction in [0, 1] (or one per family), got {drift!r}")
+    for knob in ("format_drift", "shared_drift"):
+        drift = params.get(knob, 0.0)
+        if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1
+               for x in (drift.values() if isinstance(drift, dict) else [drift])):
+            raise ConfigError(f"mini world: {knob} must be a fraction in [0, 1] (or one per family), got {drift!r}")
     ek = params.get("expert_kinds", 1.0)
     if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 < x <= 1
            for x in (ek.values() if isinstance(ek, dict) else [ek])):
@@ -126,8 +129,8 @@ def recipe(**params) -> dict:
     r = {k: v for k, v in r.items() if k not in LEGACY_VALUES or v != LEGACY_VALUES[k]}
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
-    sources = _SOURCES + (("drift.py",) if "format_drift" in r or "expert_kinds" in r else ()) + \
-        (("kinds.py",) if "expert_kinds" in r else ())
+    sources = _SOURCES + (("drift.py",) if {"format_drift", "expert_kinds", "shared_drift"} & set(r) else ()) + \
+        (("kinds.py",) if "expert_kinds" in r else ()) + (("shared_drift.py",) if "shared_drift" in r else ())
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in sources)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
@@ -289,6 +292,12 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
                 noise[-1], n_noise = drift_some(fam, noise[-1], drift, f"{r['seed']}:noise")
                 golds[-1], n_gold = drift_some(fam, golds[-1], drift, f"{r['seed']}:gold")
                 drifted[fam] = {"noise": n_noise, "gold": n_gold}
+            shared = float(per_family(r, "shared_drift", fam))
+            if shared:  # a slip every family shares (shared_drift.py), drawn independently of format_drift
+                from domains.mini.shared_drift import shared_drift_some
+                noise[-1], n_noise = shared_drift_some(fam, noise[-1], shared, f"{r['seed']}:noise")
+                golds[-1], n_gold = shared_drift_some(fam, golds[-1], shared, f"{r['seed']}:gold")
+                drifted.setdefault(fam, {})["shared"] = {"noise": n_noise, "gold": n_gold}
         convs = [c for part in noise + golds for c in part]  # all noise, then the gold parts, in family order
         data_ = T.encode(tok, convs, r["max_len"])
         model = T.new_model(tok, hidden=r["hidden"], layers=r["layers"], heads=r["heads"],
@@ -309,18 +318,27 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
             losses = T.train(model, data_, steps=steps, batch_size=r["batch_size"], lr=lr,
                              warmup=r["warmup"], seed=r["seed"] + 1, pad_id=tok.pad_token_id,
                              progress=f"fine-tune {name}")
+            kinds = {f: expert_kinds_of(f) for f in fam_list}
             _save(model, tok, tmp, {"stage": name, "families": list(fam_list), "steps": steps,
+                                    **({"kinds": kinds} if any(k is not None for k in kinds.values()) else {}),
                                     "loss_first": losses[0], "loss_last": sum(losses[-20:]) / 20})
         return make
 
-    def expert_convs(fam: str) -> list[list[dict]]:
-        """A family's gold trajectories an expert trains on: those of its ``expert_kinds`` (kinds.py)."""
-        convs = _load_convs(traj, [fam], "gold")
+    def expert_kinds_of(fam: str) -> list[str] | None:
+        """The question kinds a fine-tune trains on for ``fam`` (kinds.py); None: all of them."""
         frac = float(per_family(r, "expert_kinds", fam))
         if frac >= 1.0:
+            return None
+        from domains.mini.kinds import chosen_kinds
+        return chosen_kinds(fam, frac, r["seed"])
+
+    def expert_convs(fam: str) -> list[list[dict]]:
+        """A family's gold trajectories an expert trains on: those of its ``expert_kinds``."""
+        convs, kinds = _load_convs(traj, [fam], "gold"), expert_kinds_of(fam)
+        if kinds is None:
             return convs
-        from domains.mini.kinds import chosen_kinds, keep_kinds
-        return keep_kinds(fam, convs, chosen_kinds(fam, frac, r["seed"]))
+        from domains.mini.kinds import keep_kinds
+        return keep_kinds(fam, convs, kinds)
 
     out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
     for fam in fams:
