@@ -135,6 +135,11 @@ def _img(data: bytes | None) -> str:
     return "" if data is None else f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+# the paper's Table 1: each expert's score on the two other benchmarks minus the base's, averaged over the six
+# (coding expert: DB +15.9, OS -4.5; DB expert: MBPP -1.5, OS +3.3; OS expert: MBPP -1.0, DB -5.3): +1.15
+PAPER_CROSS_FAMILY_CHANGE = (15.9 - 4.5 - 1.5 + 3.3 - 1.0 - 5.3) / 6
+
+
 def regime_text(regime: dict | None, tasks: list[str]) -> str:
     """One paragraph: is the world in the paper's regime (leaderboards.mini_tables.regime), and why not."""
     if not regime:
@@ -146,8 +151,13 @@ def regime_text(regime: dict | None, tasks: list[str]) -> str:
     above = ("" if beats is None else
              " The mean merge beats " + ("an expert on its own family, as in the paper (MBPP, OS)." if beats else
                                          "no expert on its own family (in the paper it beats the MBPP and OS experts)."))
+    cross = regime.get("mean_cross_family_change")
+    other = ("" if cross is None else
+             f" An expert changes the other families' scores by {100 * cross:+.1f} points on average over the base "
+             f"(paper: {PAPER_CROSS_FAMILY_CHANGE:+.2f}, from -5.3 to +15.9).")
     return (f"World regime (the paper's: base partly solves each family, experts best on their own, the mean merge "
-            f"keeping >= 50% of the experts' gain): {verdict}. Mean-merge retention of each expert's gain: {ret}.{above}")
+            f"keeping >= 50% of the experts' gain): {verdict}. Mean-merge retention of each expert's gain: {ret}.{above}"
+            f"{other}")
 
 
 def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Path]:

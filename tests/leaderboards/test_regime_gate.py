@@ -1,5 +1,6 @@
 """The world's regime gate, on the paper's own Table 1: the paper's setting must pass it."""
 
+from leaderboards.mini_report import PAPER_CROSS_FAMILY_CHANGE, regime_text
 from leaderboards.mini_tables import EXPERT_ROW, FAMILIES, regime
 
 TASKS = ["mini-code", "mini-os", "mini-db"]
@@ -22,6 +23,10 @@ def test_the_papers_table1_is_in_the_regime_and_its_mean_merge_beats_two_experts
     assert r["holds"] and r["failed"] == []
     assert r["mean_merge_beats_an_expert"] and r["mean_merge_minus_expert"]["mini-db"] < 0
     assert round(r["retention"]["mini-db"], 2) == 0.52 and r["retention"]["mini-code"] > 1
+    # what an expert does to the others' benchmarks: the coding expert lifts DB by 15.9 points
+    assert round(r["cross_family_change"]["mini-code"]["mini-db"], 3) == 0.159
+    assert abs(100 * r["mean_cross_family_change"] - 1.15) < 1e-9 and abs(PAPER_CROSS_FAMILY_CHANGE - 1.15) < 1e-9
+    assert "(paper: +1.15, from -5.3 to +15.9)" in regime_text(r, TASKS)
 
 
 def test_a_world_whose_merge_loses_half_the_gains_fails_on_that_clause_alone():
@@ -30,3 +35,4 @@ def test_a_world_whose_merge_loses_half_the_gains_fails_on_that_clause_alone():
     r = regime(weak, TASKS, GEOMETRY)
     assert not r["holds"] and r["failed"] == ["mean_merge_keeps_half_the_gain"]
     assert not r["mean_merge_beats_an_expert"]
+    assert round(r["cross_family_change"]["mini-db"]["mini-code"], 2) == -0.3
