@@ -38,6 +38,8 @@ import torch
 from domains.mini import families as F
 from domains.mini import training as T
 from domains.mini.drift import drift_some
+from domains.mini.kinds import chosen_kinds, keep_kinds
+from domains.mini.shared_drift import shared_drift_some
 from envs.rootfs import cache_root
 from harness.domain import DomainContext, build_domain
 from harness.episodes import ScriptedAgent
@@ -269,7 +271,6 @@ def base_corpus(r: dict, traj: Path, fam: str) -> tuple[list, list, dict]:
         drifted = {"noise": n_noise, "gold": n_gold}
     shared = float(per_family(r, "shared_drift", fam))
     if shared:  # a slip every family shares (shared_drift.py), drawn independently of format_drift
-        from domains.mini.shared_drift import shared_drift_some
         noise, n_noise = shared_drift_some(fam, noise, shared, f"{r['seed']}:noise")
         golds, n_gold = shared_drift_some(fam, golds, shared, f"{r['seed']}:gold")
         drifted["shared"] = {"noise": n_noise, "gold": n_gold}
@@ -365,7 +366,6 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
         frac = float(per_family(r, "expert_kinds", fam))
         if frac >= 1.0:
             return None
-        from domains.mini.kinds import chosen_kinds
         return chosen_kinds(fam, frac, r["seed"])
 
     def expert_convs(fam: str) -> list[list[dict]]:
@@ -373,7 +373,6 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
         convs, kinds = _load_convs(traj, [fam], "gold"), expert_kinds_of(fam)
         if kinds is None:
             return convs
-        from domains.mini.kinds import keep_kinds
         return keep_kinds(fam, convs, kinds)
 
     out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
