@@ -110,6 +110,13 @@ def _typed(key: str, v):
     return float(v)
 
 
+# the per-family knobs whose values are bounded: a check and the words of its error
+_RANGES = {"format_drift": (lambda x: 0 <= x <= 1, "a fraction in [0, 1]"),
+           "shared_drift": (lambda x: 0 <= x <= 1, "a fraction in [0, 1]"),
+           "expert_kinds": (lambda x: 0 < x <= 1, "a fraction in (0, 1]"),
+           "rehearsal": (lambda x: 0 <= x <= 4, "a number in [0, 4]")}
+
+
 def recipe(**params) -> dict:
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
@@ -120,19 +127,11 @@ def recipe(**params) -> dict:
                                     not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())):
             raise ConfigError(f"mini world: {k} as a mapping must give a number for each of {sorted(F.FAMILIES)}, "
                               f"got {v!r}")
-    for knob in ("format_drift", "shared_drift"):
-        drift = params.get(knob, 0.0)
-        if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 1
-               for x in (drift.values() if isinstance(drift, dict) else [drift])):
-            raise ConfigError(f"mini world: {knob} must be a fraction in [0, 1] (or one per family), got {drift!r}")
-    ek = params.get("expert_kinds", 1.0)
-    if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 < x <= 1
-           for x in (ek.values() if isinstance(ek, dict) else [ek])):
-        raise ConfigError(f"mini world: expert_kinds must be a fraction in (0, 1] (or one per family), got {ek!r}")
-    reh = params.get("rehearsal", 0.0)
-    if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not 0 <= x <= 4
-           for x in (reh.values() if isinstance(reh, dict) else [reh])):
-        raise ConfigError(f"mini world: rehearsal must be a number in [0, 4] (or one per family), got {reh!r}")
+    for knob, (ok, what) in _RANGES.items():
+        v = params.get(knob, DEFAULTS[knob])
+        if any(not isinstance(x, (int, float)) or isinstance(x, bool) or not ok(x)
+               for x in (v.values() if isinstance(v, dict) else [v])):
+            raise ConfigError(f"mini world: {knob} must be {what} (or one per family), got {v!r}")
     # one value for every family is that value: the same world at the same address, however it is written
     r = {k: _typed(k, v) for k, v in {**DEFAULTS, **params}.items()}
     r = {k: next(iter(v.values())) if k in PER_FAMILY and isinstance(v, dict) and len(set(v.values())) == 1
