@@ -38,6 +38,7 @@ import torch
 from domains.mini import families as F
 from domains.mini import training as T
 from domains.mini.drift import drift_some
+from domains.mini.expert_data import subset
 from domains.mini.kinds import chosen_kinds, keep_kinds
 from domains.mini.shared_drift import shared_drift_some
 from envs.rootfs import cache_root
@@ -62,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "pretrain_gold": 1.0, "finetune_steps": {"code": 200, "os": 200, "db": 400}, "finetune_lr": 5e-4,
     "all_data_steps_factor": 3.0, "batch_size": 16, "warmup": 20,
     "format_drift": {"code": 0.5, "os": 0.4, "db": 0.5}, "expert_kinds": 1.0, "shared_drift": 0.0,
-    "rehearsal": 0.0,
+    "rehearsal": 0.0, "expert_data": 1.0,
 }
 # pretrain_gold: the fraction of each family's gold trajectories mixed into the base's pretraining (0: the base
 # knows the protocols, not the skills); all_data_steps_factor: the all-data fine-tune's steps in units of one
@@ -75,10 +76,12 @@ DEFAULTS: dict[str, Any] = {
 # the three protocols share (domains/mini/shared_drift.py); rehearsal: an expert's fine-tune mixes in this many
 # conversations per own trajectory drawn from the base's own pretraining corpus of the other families (drifted
 # as the base saw them), so that it keeps the base's behaviour there (the paper's experts change each other's
-# benchmarks by +1.15 points on average; Q's by -15.4).
+# benchmarks by +1.15 points on average; Q's by -15.4); expert_data: the fraction of its family's gold
+# trajectories an expert trains on, for the same steps (domains/mini/expert_data.py; 1: all of them).
 # Knobs added after the first worlds were built, with the value they had implicitly then: a knob at that
 # value is left out of the recipe's hash, so those worlds keep their cache address.
-LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0, "expert_kinds": 1.0, "shared_drift": 0.0, "rehearsal": 0.0}
+LEGACY_VALUES: dict[str, Any] = {"format_drift": 0.0, "expert_kinds": 1.0, "shared_drift": 0.0, "rehearsal": 0.0,
+                                 "expert_data": 1.0}
 # World C, the default until December 2026 (its references: leaderboards/mini/world-c/): these changes to
 # DEFAULTS rebuild it at its old address (world-c7068d9d0c28); the ``params`` of the regime trials in
 # leaderboards/mini/regime-trials/ are changes to this world.
@@ -88,7 +91,7 @@ assert set(LEGACY_VALUES) <= set(DEFAULTS) and set(WORLD_C) <= set(DEFAULTS)
 # knobs that may differ between families: a number for all, or {family: number} naming every family (the
 # paper's experts came from one base whose pretraining knew the families unequally: MBPP 67%, DB 5%, OS 25%)
 PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "format_drift", "expert_kinds", "shared_drift",
-              "rehearsal")
+              "rehearsal", "expert_data")
 # the recipe hash covers the params, this version and the source of the generators and the training code;
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
@@ -114,7 +117,8 @@ def _typed(key: str, v):
 _RANGES = {"format_drift": (lambda x: 0 <= x <= 1, "a fraction in [0, 1]"),
            "shared_drift": (lambda x: 0 <= x <= 1, "a fraction in [0, 1]"),
            "expert_kinds": (lambda x: 0 < x <= 1, "a fraction in (0, 1]"),
-           "rehearsal": (lambda x: 0 <= x <= 4, "a number in [0, 4]")}
+           "rehearsal": (lambda x: 0 <= x <= 4, "a number in [0, 4]"),
+           "expert_data": (lambda x: 0 < x <= 1, "a fraction in (0, 1]")}
 
 
 def recipe(**params) -> dict:
@@ -140,7 +144,8 @@ def recipe(**params) -> dict:
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
     sources = _SOURCES + (("drift.py",) if {"format_drift", "expert_kinds", "shared_drift"} & set(r) else ()) + \
-        (("kinds.py",) if "expert_kinds" in r else ()) + (("shared_drift.py",) if "shared_drift" in r else ())
+        (("kinds.py",) if "expert_kinds" in r else ()) + (("shared_drift.py",) if "shared_drift" in r else ()) + \
+        (("expert_data.py",) if "expert_data" in r else ())
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in sources)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
@@ -344,7 +349,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
         def make(tmp: Path) -> None:
             say(f"mini world: fine-tuning {name} ...", flush=True)
             convs = [c for f in fam_list for c in expert_convs(f)]
-            n_rehearsal = 0
+            n_own, n_rehearsal = len(convs), 0
             if len(fam_list) == 1:  # an expert (not the all-data model) may rehearse the other families
                 extra = rehearsal_convs(r, traj, fam_list[0], len(convs))
                 convs, n_rehearsal = convs + extra, len(extra)
@@ -354,7 +359,7 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
                              warmup=r["warmup"], seed=r["seed"] + 1, pad_id=tok.pad_token_id,
                              progress=f"fine-tune {name}")
             kinds = {f: expert_kinds_of(f) for f in fam_list}
-            _save(model, tok, tmp, {"stage": name, "families": list(fam_list), "steps": steps,
+            _save(model, tok, tmp, {"stage": name, "families": list(fam_list), "steps": steps, "examples": n_own,
                                     **({"kinds": kinds} if any(k is not None for k in kinds.values()) else {}),
                                     **({"rehearsal_conversations": n_rehearsal} if n_rehearsal else {}),
                                     "loss_first": losses[0], "loss_last": sum(losses[-20:]) / 20})
@@ -368,11 +373,12 @@ def ensure_world(progress: bool = True, **params) -> dict[str, Path]:
         return chosen_kinds(fam, frac, r["seed"])
 
     def expert_convs(fam: str) -> list[list[dict]]:
-        """A family's gold trajectories an expert trains on: those of its ``expert_kinds``."""
+        """A family's gold trajectories an expert trains on: those of its ``expert_kinds``, then its
+        ``expert_data`` share of them."""
         convs, kinds = _load_convs(traj, [fam], "gold"), expert_kinds_of(fam)
-        if kinds is None:
-            return convs
-        return keep_kinds(fam, convs, kinds)
+        if kinds is not None:
+            convs = keep_kinds(fam, convs, kinds)
+        return subset(fam, convs, float(per_family(r, "expert_data", fam)), r["seed"])
 
     out: dict[str, Path] = {"dir": root, "data_root": data, "base": base}
     for fam in fams:
