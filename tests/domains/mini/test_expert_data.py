@@ -37,11 +37,24 @@ def test_expert_data_knob_is_checked_and_keeps_older_addresses():
             W.recipe(expert_data=bad)
 
 
-def test_expert_data_share_is_what_an_expert_would_train_on(tmp_path):
-    # the same selection the world's expert stage makes, on recorded-looking gold trajectories
-    for fam in F.FAMILIES:
-        (tmp_path / f"{fam}_gold.json").write_text(json.dumps(_convs(200)))
-    r = W.recipe(expert_data={"code": 0.1, "os": 0.5, "db": 1.0})
-    sizes = {f: len(subset(f, W._load_convs(tmp_path, [f], "gold"), float(W.per_family(r, "expert_data", f)),
-                           r["seed"])) for f in F.FAMILIES}
-    assert sizes == {"code": 20, "os": 100, "db": 200}
+def test_the_world_trains_each_expert_on_its_share():
+    """A micro world with ``expert_data``: the experts and the all-data model record how many of their family's
+    gold trajectories they trained on (the stages it builds as the micro world does are copied, not rebuilt)."""
+    pytest.importorskip("transformers")
+    import shutil
+
+    from tests.domains.test_os import rootfs_or_skip
+    from tests.leaderboards.test_mini_tables import MICRO_WORLD
+
+    rootfs_or_skip()
+    plain = W.ensure_world(progress=False, **MICRO_WORLD)
+    params = {**MICRO_WORLD, "expert_data": {"code": 0.5, "os": 1.0, "db": 0.25}}
+    dst = W.world_dir(W.recipe(**params))
+    for stage in ("data", "trajectories", "tokenizer", "base"):
+        if not (dst / stage).exists():
+            shutil.copytree(plain["dir"] / stage, dst / stage)
+    w = W.ensure_world(progress=False, **params)
+    gold = {f: len(json.loads((w["dir"] / "trajectories" / f"{f}_gold.json").read_text())) for f in F.FAMILIES}
+    seen = {f: json.loads((w[f] / "training.json").read_text())["examples"] for f in F.FAMILIES}
+    assert seen == {"code": round(0.5 * gold["code"]), "os": gold["os"], "db": max(1, round(0.25 * gold["db"]))}
+    assert json.loads((w["all_data"] / "training.json").read_text())["examples"] == sum(seen.values())
