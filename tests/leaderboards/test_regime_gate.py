@@ -27,6 +27,7 @@ def test_the_papers_table1_is_in_the_regime_and_its_mean_merge_beats_two_experts
     assert round(r["cross_family_change"]["mini-code"]["mini-db"], 3) == 0.159
     assert abs(100 * r["mean_cross_family_change"] - 1.15) < 1e-9 and abs(PAPER_CROSS_FAMILY_CHANGE - 1.15) < 1e-9
     assert "(paper: +1.15, from -5.3 to +15.9)" in regime_text(r, TASKS)
+    assert "beats the expert on its own family (Code by 2.5 points, OS by 12.2 points)" in regime_text(r, TASKS)
 
 
 def test_a_world_whose_merge_loses_half_the_gains_fails_on_that_clause_alone():
@@ -35,4 +36,5 @@ def test_a_world_whose_merge_loses_half_the_gains_fails_on_that_clause_alone():
     r = regime(weak, TASKS, GEOMETRY)
     assert not r["holds"] and r["failed"] == ["mean_merge_keeps_half_the_gain"]
     assert not r["mean_merge_beats_an_expert"]
+    assert "beats no expert on its own family" in regime_text(r, TASKS)
     assert round(r["cross_family_change"]["mini-db"]["mini-code"], 2) == -0.3
