@@ -91,6 +91,15 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _options_epilog(name: str) -> str:
+    """The leaderboard's own options for its ``--help`` (they are parsed from the unknown arguments, so
+    argparse does not list them itself)."""
+    opts = LEADERBOARDS.get(name).options
+    lines = [f"  --{k.replace('_', '-')} {'{' + ','.join(c) + '}' if c else 'VALUE'}  {h} (default: {d or 'none'})"
+             for k, (c, d, h) in opts.items()]
+    return ("its own options:\n" + "\n".join(lines)) if lines else ""
+
+
 def _leaderboard_options(board: Leaderboard, extra: list[str]) -> dict[str, str]:
     """``--key value`` / ``--key=value`` pairs a leaderboard declares (e.g. ``--engine vllm`` for mini)."""
     opts = {k: default for k, (_, default, _) in board.options.items()}
@@ -275,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "follow as --key value)")
     leaderboard_args(lb)
     for name in LEADERBOARDS.names():  # short names: `cycleqd mini` = `cycleqd leaderboard mini`
-        leaderboard_args(sub.add_parser(name, help=f"= cycleqd leaderboard {name}"), name)
+        leaderboard_args(sub.add_parser(name, help=f"= cycleqd leaderboard {name}", epilog=_options_epilog(name),
+                                        formatter_class=argparse.RawDescriptionHelpFormatter), name)
     dr = sub.add_parser("doctor", help="which backends work on this machine, and why not")
     dr.add_argument("--strict", action="store_true", help="exit 1 when any backend is unavailable")
     dr.set_defaults(fn=_cmd_doctor)

@@ -37,3 +37,10 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert "generations: 3" in (rd / "config.yaml").read_text()
     with pytest.raises(SystemExit):
         main(["report", str(rd), "qd.bins=3"])
+
+
+def test_a_leaderboards_own_options_are_in_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["mini", "--help"])
+    out = capsys.readouterr().out
+    assert "its own options:" in out and "--tables {1+2,1,regime}" in out and "--world VALUE" in out
