@@ -147,11 +147,11 @@ def regime_text(regime: dict | None, tasks: list[str]) -> str:
     rets = regime["retention"]
     ret = ", ".join(f"{COLUMNS.get(t, t)} " + ("n/a" if rets[t] is None else f"{100 * rets[t]:.0f}%") for t in tasks)
     verdict = "holds" if regime["holds"] else "does NOT hold (" + ", ".join(f.replace("_", " ") for f in regime["failed"]) + ")"
-    beats = regime.get("mean_merge_beats_an_expert")
+    beats = regime.get("mean_merge_beats_an_expert")  # any gap > 0 (mini_tables.regime)
     gaps = regime.get("mean_merge_minus_expert") or {}
     won = ", ".join(f"{COLUMNS.get(t, t)} by {100 * gaps[t]:.1f} points" for t in tasks if (gaps.get(t) or 0) > 0)
     above = ("" if beats is None else
-             " The mean merge beats " + (f"the expert on its own family ({won or 'yes'}); the paper's beats the MBPP "
+             " The mean merge beats " + (f"the expert on its own family ({won}); the paper's beats the MBPP "
                                          "and OS experts." if beats else
                                          "no expert on its own family (in the paper it beats the MBPP and OS experts)."))
     cross = regime.get("mean_cross_family_change")
