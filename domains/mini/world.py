@@ -96,6 +96,9 @@ PER_FAMILY = ("n_noise", "pretrain_gold", "finetune_steps", "finetune_lr", "form
 # bump RECIPE_VERSION when the build logic in this module changes what it produces
 RECIPE_VERSION = 1
 _SOURCES = ("families.py", "training.py")
+# a later knob's module and the knobs that bring it into the hash (in this order: it is part of the address)
+_KNOB_SOURCES = {"drift.py": {"format_drift", "expert_kinds", "shared_drift"}, "kinds.py": {"expert_kinds"},
+                 "shared_drift.py": {"shared_drift"}, "expert_data.py": {"expert_data"}}
 
 # each knob's number type: a value given as 1 or 1.0 names the same world (integer-valued floats of a count,
 # integers of a fraction or a rate, are converted before hashing)
@@ -143,9 +146,7 @@ def recipe(**params) -> dict:
     r = {k: v for k, v in r.items() if k not in LEGACY_VALUES or v != LEGACY_VALUES[k]}
     here = Path(__file__).parent
     # a later knob's module enters the hash only when the knob is set, so older worlds keep their address
-    sources = _SOURCES + (("drift.py",) if {"format_drift", "expert_kinds", "shared_drift"} & set(r) else ()) + \
-        (("kinds.py",) if "expert_kinds" in r else ()) + (("shared_drift.py",) if "shared_drift" in r else ()) + \
-        (("expert_data.py",) if "expert_data" in r else ())
+    sources = _SOURCES + tuple(f for f, knobs in _KNOB_SOURCES.items() if knobs & set(r))
     r["_code"] = hashlib.sha256(b"".join((here / f).read_bytes() for f in sources)).hexdigest()[:16]
     r["_version"] = RECIPE_VERSION
     return r
