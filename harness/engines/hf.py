@@ -4,6 +4,15 @@ Left padding, the tokenizer's chat template (or one given by path, e.g. the MBPP
 template for base models), an optional assistant prefill, stop strings applied exactly (the text is cut
 at the first occurrence, whatever the tokenisation). ``load_state_dict`` copies tensors into the existing
 parameters: building the model happens once per worker, not once per child.
+
+Prefix caching (``prefix_cache``, on by default): an agent benchmark's prompts share a long head (the OS
+family's one-shot conversation is 142 of its 156-163 first-round tokens), and prefilling it again for every
+row of every batch of every turn was most of the OS family's time. The shared head's keys and values are
+computed once per weight swap and every batch starts from them; the rows' own tokens follow it, padded on
+the left of their own part, so every token keeps the position and the attention it had without the cache.
+The replies are the same text (checked on whole evaluations of the mini world's models before it became
+the default, and by a test on a random model); ``prefix_cache: false`` turns it off. vLLM does the same
+with its own prefix cache.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ _MODELS: dict[tuple, torch.nn.Module] = {}
 
 class HFEngine(ChatEngine):
     def __init__(self, model: str, *, device: str = "cpu", dtype: str | None = None, chat_template: str | None = None,
-                 batch_size: int = 16, max_length: int | None = None):
+                 batch_size: int = 16, max_length: int | None = None, prefix_cache: bool = True,
+                 prefix_min_tokens: int = 16, reserve_cache: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer  # optional: the 'llm' extra
         from transformers.utils import logging as hf_logging  # optional: the 'llm' extra
 
@@ -52,12 +62,22 @@ class HFEngine(ChatEngine):
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
         self.seconds = {"load": 0.0, "generate": 0.0}
+        self.prefix_cache, self.prefix_min_tokens = bool(prefix_cache), int(prefix_min_tokens)
+        # both caches below assume every layer attends to the whole sequence (no sliding window)
+        full = _full_attention_only(self.model.config)
+        self.prefix_cache = self.prefix_cache and full
+        self.reserve_cache = bool(reserve_cache) and full
+        # (weights version, tokens, per-layer (keys, values)): engines that share one model (another chat
+        # template, another batch size) swap its weights too, so the cache is keyed by the model's version
+        self._prefix: tuple[int, tuple[int, ...], list] | None = None
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy weights into the live model (same objects, same memory); every parameter must be given,
         except weights tied to one that is (lm_head to the embeddings)."""
         t0 = time.perf_counter()
+        self.model._cycleqd_weights_version = getattr(self.model, "_cycleqd_weights_version", 0) + 1
+        self._prefix = None  # computed with the previous weights
         seen_ptrs = set()
         for name, p in self._params.items():
             t = state_dict.get(name)
@@ -92,19 +112,103 @@ class HFEngine(ChatEngine):
             else:
                 fits.append(i)
         order = sorted(fits, key=lambda i: lengths[i])  # similar lengths batch together
+        head = self._shared_head([ids[i] for i in fits]) if self.prefix_cache else None
+        n_head = len(head[0]) if head else 0
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.device)
-            gen = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+            enc = self.tok.pad({"input_ids": [ids[i][n_head:] for i in idx]}, return_tensors="pt").to(self.device)
+            kwargs = self._after_head(head, enc) if head else dict(enc)
+            # keys and values written in place into room for the whole sequence: the default cache
+            # concatenates the whole of it at every step (most of a decoding step's time at this size)
+            if self.reserve_cache or head:
+                kwargs["past_key_values"] = reserved_cache(self.model.config.num_hidden_layers,
+                                                           kwargs["input_ids"].shape[1] + max_new_tokens,
+                                                           head[1] if head else None, len(idx))
+            gen = self.model.generate(**kwargs, do_sample=False, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id,
                                       stop_strings=list(stop) if stop else None,
                                       tokenizer=self.tok if stop else None)
-            new = gen[:, enc["input_ids"].shape[1] :]
+            new = gen[:, kwargs["input_ids"].shape[1] :]
             for j, i in enumerate(idx):
                 text = self.tok.decode(new[j], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, stop)
         self.seconds["generate"] += time.perf_counter() - t0
         return out
+
+    def _shared_head(self, rows: Sequence[list[int]]) -> tuple[tuple[int, ...], list] | None:
+        """The tokens every row starts with (each row keeps at least one of its own) and their per-layer keys
+        and values, computed once for these weights; None when the shared head is too short to be worth it."""
+        if not rows:
+            return None
+        n = min(len(r) for r in rows) - 1
+        first = rows[0]
+        for r in rows[1:]:
+            k = 0
+            while k < n and r[k] == first[k]:
+                k += 1
+            n = k
+        if n < self.prefix_min_tokens:
+            return None
+        tokens = tuple(first[:n])
+        version = getattr(self.model, "_cycleqd_weights_version", 0)
+        if self._prefix is None or self._prefix[:2] != (version, tokens):
+            cache = self.model(torch.tensor([tokens], device=self.device), use_cache=True).past_key_values
+            self._prefix = (version, tokens, [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1:]
+
+    def _after_head(self, head, enc) -> dict:
+        """generate()'s inputs for rows that continue the cached head: the whole sequences (generate skips
+        the part the cache holds) and a mask that is 1 on the head."""
+        tokens = head[0]
+        b = enc["input_ids"].shape[0]
+        head_ids = torch.tensor([tokens], device=self.device).expand(b, -1)
+        ones = torch.ones(b, len(tokens), dtype=enc["attention_mask"].dtype, device=self.device)
+        return {"input_ids": torch.cat([head_ids, enc["input_ids"]], 1),
+                "attention_mask": torch.cat([ones, enc["attention_mask"]], 1)}
+
+
+def _full_attention_only(config) -> bool:
+    """True when every layer attends to the whole sequence (what a prefix or reserved cache assumes)."""
+    types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    return types == {"full_attention"} and not getattr(config, "sliding_window", None)
+
+
+def reserved_cache(n_layers: int, capacity: int, head_kv: Sequence | None, batch: int):
+    """A DynamicCache whose layers write keys and values into room reserved for ``capacity`` positions and
+    hand the model views of the filled part: the same tensors, without the default layer's copy of the
+    whole cache at every step. ``head_kv``: per-layer (keys, values) of a shared head (batch 1), copied
+    into every row first."""
+    from transformers import DynamicCache  # optional: the 'llm' extra
+    from transformers.cache_utils import Cache, DynamicLayer  # optional: the 'llm' extra
+
+    class ReservedLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states) -> None:
+            super().lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self._k = key_states.new_empty(b, h, capacity, d)
+            self._v = value_states.new_empty(b, h, capacity, d)
+            self._n = 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            m = key_states.shape[-2]
+            if self._n + m > capacity:
+                raise RuntimeError(f"engine: the reserved cache holds {capacity} positions, {self._n + m} asked")
+            self._k[:, :, self._n : self._n + m] = key_states
+            self._v[:, :, self._n : self._n + m] = value_states
+            self._n += m
+            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+            return self.keys, self.values
+
+    class ReservedCache(DynamicCache):
+        def __init__(self):
+            Cache.__init__(self, layers=[ReservedLayer() for _ in range(n_layers)])
+
+    cache = ReservedCache()
+    for layer, (k, v) in zip(cache.layers, head_kv or ()):
+        layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+    return cache
 
 
 def resolve_chat_template(tok, model_dir: Path, chat_template: str | None) -> str | None:

@@ -91,3 +91,57 @@ def test_context_limit_ends_episodes_as_the_models_failure():
     ep = DBEpisode("db/0", sample, SQLiteBackend(), "instr", 5)
     run_episodes([ep], ScriptedAgent(lambda s, t, m: CONTEXT_LIMIT))
     assert ep.result.status == SampleStatus.CONTEXT_LIMIT and ep.result.detail["md5"]  # still judged
+
+
+# -- the shared head's cache and the reserved cache: same replies as the plain path ----------------------
+SHOT = [{"role": "system", "content": "You act on a Linux shell. Reply with Think: then Act: bash, " * 3},
+        {"role": "user", "content": "How many files are in /etc/skel?"},
+        {"role": "assistant", "content": "Act: bash\nls /etc/skel | wc -l"}]
+TAILS = ["count lines of a.txt", "first word of /root/b.txt please", "x", "list /tmp and then /var and /opt"]
+
+
+def plain(tiny_llm, **kw):
+    return HFEngine(str(tiny_llm), batch_size=3, prefix_cache=False, reserve_cache=False, **kw)
+
+
+def test_shared_head_and_reserved_cache_give_the_plain_replies(tiny_llm):
+    convs = [SHOT + [{"role": "user", "content": t}] for t in TAILS]
+    later = [c + [{"role": "assistant", "content": "Act: bash\nls"}, {"role": "user", "content": "The output: a b"}]
+             for c in convs]
+    fast = HFEngine(str(tiny_llm), batch_size=3)  # defaults: both caches on
+    assert fast.prefix_cache and fast.reserve_cache
+    slow = plain(tiny_llm)
+    for batch in (convs, later, convs[:1], later[2:]):  # batches of 3 + 1 rows; a later turn reuses the head
+        assert fast.generate(batch, max_new_tokens=10) == slow.generate(batch, max_new_tokens=10)
+        assert fast.generate(batch, stop=["a"], max_new_tokens=10) == slow.generate(batch, stop=["a"], max_new_tokens=10)
+    head = fast._shared_head(fast.tok(fast.prompts(convs), add_special_tokens=False)["input_ids"])
+    assert head is not None and len(head[0]) > 30  # the one-shot part really was shared
+    only_reserve = HFEngine(str(tiny_llm), batch_size=3, prefix_cache=False)
+    assert only_reserve.generate(later, max_new_tokens=10) == slow.generate(later, max_new_tokens=10)
+
+
+def test_a_short_shared_head_is_not_cached(tiny_llm):
+    eng = HFEngine(str(tiny_llm), prefix_min_tokens=1000)
+    rows = eng.tok(eng.prompts([SHOT + [{"role": "user", "content": t}] for t in TAILS]), add_special_tokens=False)
+    assert eng._shared_head(rows["input_ids"]) is None
+    assert eng._shared_head([[5, 6, 7], [8, 6, 7]]) is None  # nothing in common
+
+
+def test_the_head_cache_follows_weights_swapped_by_another_engine(tiny_llm):
+    """Engines that share one model (another template, batch size) swap its weights too: a head cached with
+    the old weights must not be used with the new ones."""
+    convs = [SHOT + [{"role": "user", "content": t}] for t in TAILS]
+    a = HFEngine(str(tiny_llm), batch_size=4)
+    b = HFEngine(str(tiny_llm), batch_size=2)
+    assert a.model is b.model
+    original = {k: v.detach().clone() for k, v in a.model.state_dict().items()}
+    a.load_state_dict(original)
+    before = a.generate(convs, max_new_tokens=8)  # caches the head with the original weights
+    g = torch.Generator().manual_seed(3)
+    b.load_state_dict({k: v + 0.5 * torch.randn(v.shape, generator=g) for k, v in original.items()})
+    try:
+        after = a.generate(convs, max_new_tokens=8)
+        assert after == plain(tiny_llm).generate(convs, max_new_tokens=8)
+        assert after != before
+    finally:
+        a.load_state_dict(original)
