@@ -10,9 +10,16 @@ family's one-shot conversation is 142 of its 156-163 first-round tokens), and pr
 row of every batch of every turn was most of the OS family's time. The shared head's keys and values are
 computed once per weight swap and every batch starts from them; the rows' own tokens follow it, padded on
 the left of their own part, so every token keeps the position and the attention it had without the cache.
-The replies are the same text (checked on whole evaluations of the mini world's models before it became
-the default, and by a test on a random model); ``prefix_cache: false`` turns it off. vLLM does the same
-with its own prefix cache.
+The replies are the same text (checked on whole evaluations of the mini world's models, CPU float32, before
+it became the default, and by a test on a random model). On an accelerator in bf16 other matrix shapes
+may round differently and flip a near-tie, as any change of batching can: ``prefix_cache: false`` turns it
+off. vLLM does the same with its own prefix cache.
+
+The reserved cache (``reserve_cache``, on by default): generate()'s default cache concatenates the whole
+cache at every decoding step, which was more than half of a step's time at the mini model's size; here
+keys and values are written in place into room for the whole sequence and the model sees views of the
+filled part (the same values). Both caches assume every layer attends to the whole sequence and turn
+themselves off for sliding-window models.
 """
 
 from __future__ import annotations
