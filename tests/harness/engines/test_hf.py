@@ -145,3 +145,14 @@ def test_the_head_cache_follows_weights_swapped_by_another_engine(tiny_llm):
         assert after != before
     finally:
         a.load_state_dict(original)
+
+
+def test_caches_turn_themselves_off_for_sliding_window_models():
+    from types import SimpleNamespace
+
+    from harness.engines.hf import _full_attention_only
+
+    assert _full_attention_only(SimpleNamespace(num_hidden_layers=2))
+    assert _full_attention_only(SimpleNamespace(layer_types=["full_attention"] * 2, sliding_window=None))
+    assert not _full_attention_only(SimpleNamespace(sliding_window=4096))
+    assert not _full_attention_only(SimpleNamespace(layer_types=["sliding_attention", "full_attention"]))
