@@ -7,7 +7,7 @@ parameters: building the model happens once per worker, not once per child.
 
 Prefix caching (``prefix_cache``, on by default): an agent benchmark's prompts share a long head (the OS
 family's one-shot conversation is 142 of its 156-163 first-round tokens), and prefilling it again for every
-row of every batch of every turn was most of the OS family's time. The shared head's keys and values are
+row of every batch of every turn was more than half of the OS family's generation time in a profile. The shared head's keys and values are
 computed once per weight swap and every batch starts from them; the rows' own tokens follow it, padded on
 the left of their own part, so every token keeps the position and the attention it had without the cache.
 The replies are the same text (checked on whole evaluations of the mini world's models, CPU float32, before
