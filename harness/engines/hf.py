@@ -16,7 +16,7 @@ may round differently and flip a near-tie, as any change of batching can: ``pref
 off. vLLM does the same with its own prefix cache.
 
 The reserved cache (``reserve_cache``, on by default): generate()'s default cache concatenates the whole
-cache at every decoding step, which was more than half of a step's time at the mini model's size; here
+cache at every decoding step, 45-54% of generation's CPU time in two profiles at the mini model's size; here
 keys and values are written in place into room for the whole sequence and the model sees views of the
 filled part (the same values). Both caches assume every layer attends to the whole sequence and turn
 themselves off for sliding-window models.
@@ -24,6 +24,8 @@ themselves off for sliding-window models.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -69,11 +71,10 @@ class HFEngine(ChatEngine):
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
         self.seconds = {"load": 0.0, "generate": 0.0}
-        self.prefix_cache, self.prefix_min_tokens = bool(prefix_cache), int(prefix_min_tokens)
-        # both caches below assume every layer attends to the whole sequence (no sliding window)
+        # both caches assume every layer attends to the whole sequence (no sliding window)
         full = _full_attention_only(self.model.config)
-        self.prefix_cache = self.prefix_cache and full
-        self.reserve_cache = bool(reserve_cache) and full
+        self.prefix_cache, self.reserve_cache = bool(prefix_cache) and full, bool(reserve_cache) and full
+        self.prefix_min_tokens = int(prefix_min_tokens)
         # (weights version, tokens, per-layer (keys, values)): engines that share one model (another chat
         # template, another batch size) swap its weights too, so the cache is keyed by the model's version
         self._prefix: tuple[int, tuple[int, ...], list] | None = None
@@ -84,7 +85,6 @@ class HFEngine(ChatEngine):
         except weights tied to one that is (lm_head to the embeddings)."""
         t0 = time.perf_counter()
         self.model._cycleqd_weights_version = getattr(self.model, "_cycleqd_weights_version", 0) + 1
-        self._prefix = None  # computed with the previous weights
         seen_ptrs = set()
         for name, p in self._params.items():
             t = state_dict.get(name)
@@ -147,16 +147,10 @@ class HFEngine(ChatEngine):
         and values, computed once for these weights; None when the shared head is too short to be worth it."""
         if not rows:
             return None
-        n = min(len(r) for r in rows) - 1
-        first = rows[0]
-        for r in rows[1:]:
-            k = 0
-            while k < n and r[k] == first[k]:
-                k += 1
-            n = k
+        n = min(len(os.path.commonprefix(list(rows))), min(len(r) for r in rows) - 1)
         if n < self.prefix_min_tokens:
             return None
-        tokens = tuple(first[:n])
+        tokens = tuple(rows[0][:n])
         version = getattr(self.model, "_cycleqd_weights_version", 0)
         if self._prefix is None or self._prefix[:2] != (version, tokens):
             cache = self.model(torch.tensor([tokens], device=self.device), use_cache=True).past_key_values
@@ -185,23 +179,37 @@ def reserved_cache(n_layers: int, capacity: int, head_kv: Sequence | None, batch
     hand the model views of the filled part: the same tensors, without the default layer's copy of the
     whole cache at every step. ``head_kv``: per-layer (keys, values) of a shared head (batch 1), copied
     into every row first."""
-    from transformers import DynamicCache  # optional: the 'llm' extra
-    from transformers.cache_utils import Cache, DynamicLayer  # optional: the 'llm' extra
+    layer_cls, cache_cls = _reserved_classes()
+    cache = cache_cls([layer_cls(capacity) for _ in range(n_layers)])
+    for layer, (k, v) in zip(cache.layers, head_kv or ()):
+        layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+    return cache
+
+
+@functools.cache
+def _reserved_classes():
+    """The reserved layer and its cache, defined on first use (transformers is the optional 'llm' extra)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import Cache, DynamicLayer
 
     class ReservedLayer(DynamicLayer):
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
         def lazy_initialization(self, key_states, value_states) -> None:
             super().lazy_initialization(key_states, value_states)
             b, h, _, d = key_states.shape
-            self._k = key_states.new_empty(b, h, capacity, d)
-            self._v = value_states.new_empty(b, h, capacity, d)
+            self._k = key_states.new_empty(b, h, self.capacity, d)
+            self._v = value_states.new_empty(b, h, self.capacity, d)
             self._n = 0
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             m = key_states.shape[-2]
-            if self._n + m > capacity:
-                raise RuntimeError(f"engine: the reserved cache holds {capacity} positions, {self._n + m} asked")
+            if self._n + m > self.capacity:
+                raise RuntimeError(f"engine: the reserved cache holds {self.capacity} positions, {self._n + m} asked")
             self._k[:, :, self._n : self._n + m] = key_states
             self._v[:, :, self._n : self._n + m] = value_states
             self._n += m
@@ -209,13 +217,10 @@ def reserved_cache(n_layers: int, capacity: int, head_kv: Sequence | None, batch
             return self.keys, self.values
 
     class ReservedCache(DynamicCache):
-        def __init__(self):
-            Cache.__init__(self, layers=[ReservedLayer() for _ in range(n_layers)])
+        def __init__(self, layers):
+            Cache.__init__(self, layers=layers)
 
-    cache = ReservedCache()
-    for layer, (k, v) in zip(cache.layers, head_kv or ()):
-        layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-    return cache
+    return ReservedLayer, ReservedCache
 
 
 def resolve_chat_template(tok, model_dir: Path, chat_template: str | None) -> str | None:

@@ -109,6 +109,26 @@ HOSTILE = {
 }
 
 
+def test_an_episodes_dev_is_its_own(rootfs):
+    """The episode's /dev is a directory made on the harness's side and bound in: what the agent does to it
+    (replace a node by a link to a secret, plant a disk node, fill it) stays in that episode and never
+    reaches the host's /dev or the next episode's."""
+    import stat
+
+    from envs.sandbox.rootfs_shell import RootfsShell
+
+    with RootfsShell(rootfs) as sh:
+        r = sh.run("rm -f /dev/null && ln -s /etc/shadow /dev/null && echo REPLACED; mknod /dev/sda b 8 0 && "
+                   "echo MKNOD; head -c 3000000 /dev/zero > /dev/big; ls /dev | wc -l; echo end", timeout=10)
+        assert "REPLACED" in r.output and "MKNOD" not in r.output and r.output.endswith("end\n")
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)  # the host's node is untouched
+    with RootfsShell(rootfs) as sh:
+        r = sh.run("test -c /dev/null && echo x > /dev/null && echo NULLOK; ls /dev | tr '\\n' ' '")
+        assert "NULLOK" in r.output and "big" not in r.output and "sda" not in r.output
+        assert sorted(r.output.split("NULLOK")[1].split()) == sorted(
+            ["fd", "full", "null", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_commands_are_contained(shell, name):
     srv = socket.socket()
