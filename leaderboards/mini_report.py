@@ -169,7 +169,9 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     v = f"{report['variant']} variant, seed {report['seed']}"
     t2_md = (markdown(t2, tasks, f"Mini Table 2: ablations ({v})") if t2 else
              f"### Mini Table 2: ablations ({v})\n\nNot run (`--tables 1`: Table 1 only).\n")
-    md = markdown(t1, tasks, f"Mini Table 1 (test split; {v})") + "\n" + t2_md
+    t1_title = (f"Mini Table 1, only the rows the regime needs (`--tables 2`; test split; {v})"
+                if report.get("tables") == "2" else f"Mini Table 1 (test split; {v})")
+    md = markdown(t1, tasks, t1_title) + "\n" + t2_md
     paired = {name: paired_markdown(tab, f"Mini {name.replace('table', 'Table ')}: CycleQD against each row, "
                                          "paired on the test instances")
               for name, tab in (report.get("paired") or {}).items()}

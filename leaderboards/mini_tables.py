@@ -74,11 +74,15 @@ ABLATIONS = [
 ]
 
 
-TABLES = ("1+2", "1", "regime")  # `--tables 1`: Table 1 only; `--tables regime`: the world's regime alone
+# `--tables 1`: Table 1 only; `--tables 2`: Table 2's five paper rows and the rows the regime needs (the
+# full variant's Table 2 alone fits a session, its Table 1 another); `--tables regime`: the world's regime alone
+TABLES = ("1+2", "1", "2", "regime")
+PAPER_ABLATIONS = 5  # ABLATIONS[:5] are the paper's Table 2 rows; the rest are sensitivity rows
 REGIME_SCALES = (1 / 3, 1 / 2)  # each expert alone at these task-vector scales (the mean merge gives each 1/3)
 CYCLEQD_ROW = "+ elite sampling (CycleQD)"  # Table 2's row that is Table 1's CycleQD
 
 EXPERT_ROW = {"code": "Expert: code", "os": "Expert: OS", "db": "Expert: DB"}  # Table 1's expert rows, by family
+REGIME_ROWS = ("Base model", *EXPERT_ROW.values(), "Merge: mean of task vectors")  # what ``regime`` reads
 # mini Table 1: (row label, registered method, its parameters); the CycleQD row is Table 2's last run
 TABLE1: list[tuple[str, str, dict]] = [
     ("Base model", "model", {"model_id": BASE_ID, "key": "base"}),
@@ -120,7 +124,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
     """Build the world if missing, run every Table 1 method and the Table 2 CycleQD runs; write the
     report into ``out_dir``. ``variant`` (a dict like VARIANTS') overrides the named one (tests).
     ``tables="1"`` runs Table 1 only (its CycleQD run at ``table1_generations``, no Table 2 runs): the full
-    variant's Table 2 is five more 100-generation runs, hours on a CPU. ``tables="regime"`` scores only what
+    variant's Table 2 is five more 100-generation runs, hours on a CPU. ``tables="2"`` runs Table 2's five
+    paper rows and, of Table 1, only the base, the experts and the mean merge (the regime's rows, minutes),
+    so the full variant's two tables can be made in two sittings. ``tables="regime"`` scores only what
     the world's regime needs (``measure_regime``), minutes: how to try a world recipe before running on it."""
     if variant is None and variant_name not in VARIANTS:
         raise ValueError(f"mini: unknown variant {variant_name!r} (known: {sorted(VARIANTS)})")
@@ -185,6 +191,8 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
         # -- Table 1 baselines and learned coefficients --------------------------------------------------
         say("mini: scoring the base, experts and merges ...", flush=True)
         for label, method, params in TABLE1:
+            if tables == "2" and label not in REGIME_ROWS:
+                continue
             t1 = time.perf_counter()
             if method in TIMING_KEY:
                 say(f"mini: {label} ...", flush=True)
@@ -198,8 +206,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
 
         # -- CycleQD and Table 2 -------------------------------------------------------------------------
         t_evolve = 0.0
-        for i, (label, overrides) in enumerate(ABLATIONS if tables == "1+2" else []):
-            say(f"mini: CycleQD run {i + 1}/{len(ABLATIONS)}: {label} ...", flush=True)
+        ablations = {"1+2": ABLATIONS, "2": ABLATIONS[:PAPER_ABLATIONS]}.get(tables, [])
+        for i, (label, overrides) in enumerate(ablations):
+            say(f"mini: CycleQD run {i + 1}/{len(ablations)}: {label} ...", flush=True)
             t1 = time.perf_counter()
             res = METHODS.get("cycleqd")(ctx, overrides=overrides, run=f"qd_{i}")
             t_evolve += time.perf_counter() - t1
@@ -208,7 +217,9 @@ def run_experiment(variant_name: str = "quick", seed: int = 0, out_dir: Path | N
             keys["table2"][label] = res.key
         table1_gens = int(variant.get("table1_generations") or variant["generations"])
         main_run, subject = CYCLEQD_ROW, "CycleQD"  # the Table 2 run that is Table 1's, and its Table 1 row
-        if table1_gens == int(variant["generations"]) and tables == "1+2":
+        if tables == "2":
+            pass  # Table 1's CycleQD is the other sitting's (``--tables 1``)
+        elif table1_gens == int(variant["generations"]) and tables == "1+2":
             table1[subject], keys["table1"][subject] = table2[CYCLEQD_ROW], keys["table2"][CYCLEQD_ROW]
         else:  # Table 1's CycleQD at its own, larger budget (the Table 2 rows keep theirs)
             label = main_run = f"Table 1 CycleQD ({table1_gens} generations)"
@@ -416,7 +427,8 @@ LEADERBOARD = Leaderboard(
     name="mini", description="the mini world: build the tiny models and write mini Table 1 and Table 2",
     run=_run, compare=compare, summary_file="tables.md",
     options={"engine": (tuple(ENGINES), "hf", "generation engine for every LLM task (vllm: run from a venv that has vLLM)"),
-             "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs); regime: "
+             "tables": (TABLES, "1+2", "1+2: Table 1 and Table 2; 1: Table 1 only (no Table 2 runs); 2: Table 2's five "
+                                       "paper rows, and of Table 1 only the base, experts and mean merge; regime: "
                                        "only the world's regime (base, experts, mean merge, experts scaled), "
                                        "on opt and test pooled"),
              "world": ((), "", "the world's recipe parameters to change, as a JSON object (e.g. "

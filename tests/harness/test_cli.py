@@ -43,4 +43,4 @@ def test_a_leaderboards_own_options_are_in_its_help(capsys):
     with pytest.raises(SystemExit):
         main(["mini", "--help"])
     out = capsys.readouterr().out
-    assert "its own options:" in out and "--tables {1+2,1,regime}" in out and "--world VALUE" in out
+    assert "its own options:" in out and "--tables {1+2,1,2,regime}" in out and "--world VALUE" in out

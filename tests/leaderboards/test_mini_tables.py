@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("cma")
 
-from leaderboards.mini_tables import ABLATIONS, CYCLEQD_ROW, run_experiment  # noqa: E402
+from leaderboards.mini_tables import ABLATIONS, CYCLEQD_ROW, PAPER_ABLATIONS, REGIME_ROWS, run_experiment  # noqa: E402
 from leaderboards.regression import DEFAULT_TOLERANCES, compare  # noqa: E402
 from tests.domains.test_os import rootfs_or_skip  # noqa: E402
 
@@ -198,7 +198,24 @@ def test_table1_only_runs_no_table2_run_and_gives_the_same_table1(experiment, tm
     assert again["cycleqd_row"] == "Table 1 CycleQD (3 generations)"
     assert "Not run (`--tables 1`" in (only / "tables.md").read_text() and "Not run" in (only / "index.html").read_text()
     with pytest.raises(ValueError, match="unknown tables"):
-        run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="2")
+        run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="3")
+
+
+def test_table2_only_runs_the_five_paper_rows_and_the_regime_rows(experiment, tmp_path):
+    import shutil
+    out, rep = experiment
+    only = tmp_path / "only2"
+    shutil.copytree(out, only)
+    for d in ("qd_5", "qd_6", "qd_table1"):
+        shutil.rmtree(only / d)
+    again = run_experiment("micro", 0, only, progress=False, world_params=MICRO_WORLD, variant=MICRO, tables="2")
+    assert list(again["table2"]) == [a[0] for a in ABLATIONS[:PAPER_ABLATIONS]]
+    assert again["table2"] == {k: rep["table2"][k] for k in again["table2"]}
+    assert again["table1"] == {k: rep["table1"][k] for k in REGIME_ROWS}  # no other Table 1 row, no CycleQD
+    assert not any((only / d).exists() for d in ("qd_5", "qd_6", "qd_table1"))
+    assert again["regime"]["retention"] == rep["regime"]["retention"] and again["cycleqd_row"] == CYCLEQD_ROW
+    assert list(again["paired"]) == ["table2"]
+    assert "only the rows the regime needs" in (only / "tables.md").read_text()
 
 
 def test_regime_only_pools_opt_and_test_and_scales_each_expert(tmp_path):
