@@ -73,6 +73,12 @@ def _cmd_spread(a) -> int:
     return 0 if summary else 1
 
 
+def _cmd_join(a) -> int:
+    RUN_REPORTS.get("mini_join")(Path(a.table1), Path(a.table2), Path(a.out))
+    print((Path(a.out) / "tables.md").read_text(), end="")
+    return 0
+
+
 def _cmd_merge(a) -> int:
     params = {}
     for kv in a.param:
@@ -246,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", help="output directory (spread.md, spread.json, index.html)")
     sp.add_argument("reports", nargs="+", help="directories holding a report.json (one per seed)")
     sp.set_defaults(fn=_cmd_spread)
+    jn = sub.add_parser("join", help="two sittings of one mini experiment (--tables 1 and --tables 2: same world, "
+                                     "variant and seed) as one report; refuses sittings that scored a model differently")
+    jn.add_argument("out", help="output directory (tables.md, report.json, verdicts.json, index.html)")
+    jn.add_argument("table1", help="the sitting that ran Table 1 (a folder with report.json)")
+    jn.add_argument("table2", help="the sitting that ran Table 2")
+    jn.set_defaults(fn=_cmd_join)
     m = sub.add_parser("merge", help=f"merge HF checkpoints ({', '.join(MERGE_METHODS.names())})")
     m.add_argument("method")
     m.add_argument("--base", required=True)

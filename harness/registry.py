@@ -238,6 +238,7 @@ RUN_REPORTS = Registry("run report", config_key="report", check=callable)
 RUN_REPORTS.lazy("files", "leaderboards.emit:emit_run")
 RUN_REPORTS.lazy("main_table", "leaderboards.emit:main_table")
 RUN_REPORTS.lazy("seed_spread", "leaderboards.seed_spread:summarize")  # `cycleqd spread`: several seeds' reports
+RUN_REPORTS.lazy("mini_join", "leaderboards.mini_sittings:join")  # `cycleqd join`: two sittings as one report
 
 ALL: dict[str, Registry] = {
     "domains": DOMAINS, "engines": ENGINES, "mutations": MUTATIONS, "samplers": SAMPLERS,

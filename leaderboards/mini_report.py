@@ -187,8 +187,12 @@ def write_report(out: Path, report: dict, runs: dict[str, Path]) -> dict[str, Pa
     atomic_write_json(written["json"], {**report, "table1_rows": t1, "table2_rows": t2}, indent=1)
 
     main_run = runs[report.get("cycleqd_row") or list(runs)[-1]]
-    maps = emit_run(main_run)
+    # a joined report (leaderboards/mini_sittings.py) may point at a committed copy that kept no snapshots
+    maps = emit_run(main_run) if (main_run / "snapshots").is_dir() else {}
     imgs = "".join(_img(p.read_bytes()) for k, p in sorted(maps.items()) if k.startswith("heatmap:"))
+    if not imgs and report.get("sittings"):
+        imgs = "<p>In each sitting's page: " + ", ".join(
+            f"{html.escape(k)}: <code>{html.escape(v)}</code>" for k, v in report["sittings"].items()) + ".</p>"
 
     def html_table(rows):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in ["Method", *[COLUMNS.get(t, t) for t in tasks], "Avg"])

@@ -282,3 +282,36 @@ def test_world_overrides_are_checked_before_anything_runs():
     for bad, msg in (("{", "not JSON"), ("[1]", "JSON object"), ('{"finetune_rate": 1}', "finetune_rate")):
         with pytest.raises(ConfigError, match=msg):
             world_overrides(bad)
+
+
+def test_two_sittings_join_into_the_one_experiment_and_refuse_another(experiment, tmp_path):
+    import shutil
+
+    from harness.cli import main
+    from harness.errors import ConfigError
+    from leaderboards.mini_sittings import join
+    out, rep = experiment
+    sit = {}
+    for tables in ("1", "2"):
+        sit[tables] = tmp_path / f"sitting{tables}"
+        shutil.copytree(out, sit[tables])
+        run_experiment("micro", 0, sit[tables], progress=False, world_params=MICRO_WORLD, variant=MICRO,
+                       tables=tables)
+    joined = join(sit["1"], sit["2"], tmp_path / "both")
+    assert joined["tables"] == "1+2" and joined["table1"] == rep["table1"]
+    assert joined["table2"] == {k: rep["table2"][k] for k in joined["table2"]} and len(joined["table2"]) == PAPER_ABLATIONS
+    assert joined["paired"]["table1"] == rep["paired"]["table1"] and "table2" in joined["paired"]
+    md = (tmp_path / "both" / "tables.md").read_text()
+    assert "Mini Table 2: ablations" in md and "Not run" not in md
+    verdicts = json.loads((tmp_path / "both" / "verdicts.json").read_text())
+    assert set(verdicts) >= set(json.loads((sit["2"] / "verdicts.json").read_text()))
+    assert main(["join", str(tmp_path / "cli"), str(sit["1"]), str(sit["2"])]) == 0
+    # a Table 1 sitting given as Table 2, another seed, a shared row scored differently: refused by name
+    with pytest.raises(ConfigError, match="no table 2"):
+        join(sit["1"], sit["1"], tmp_path / "x")
+    r2 = json.loads((sit["2"] / "report.json").read_text())
+    for change, match in (({"seed": 1}, "differ in seed"),
+                          ({"table1": {**r2["table1"], "Base model": {t: 0.0 for t in r2["tasks"]}}}, "'Base model'")):
+        (sit["2"] / "report.json").write_text(json.dumps({**r2, **change}))
+        with pytest.raises(ConfigError, match=match):
+            join(sit["1"], sit["2"], tmp_path / "x")
