@@ -12,12 +12,14 @@ rule: equal, or for floats / sequences of floats ``np.allclose(rtol=1e-7, atol=a
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import json
 import marshal
 import math
 import os
+import queue
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -285,6 +287,38 @@ class CodeExecutor:
             sandbox = CODE_SANDBOXES.get(sandbox)(limits=self.limits, **dict(backend_params or {}))
         self.sandbox = sandbox
         self.python = sandbox.python
+        self._idle: queue.SimpleQueue | None = None  # sessions not in use, while ``sessions()`` is open
+        self._open: list = []
+
+    @contextlib.contextmanager
+    def sessions(self):
+        """Within: runs share sandboxes started once (``CodeSandbox.session``), one per judging thread at a
+        time, each run still a fresh, limited process; closed on the way out. Why: the start of a one-shot
+        local sandbox cost twice the judged program's own start, for each part of every completion."""
+        if self._idle is not None:  # already open (a nested call): the outer one closes them
+            yield
+            return
+        self._idle, self._open = queue.SimpleQueue(), []
+        try:
+            yield
+        finally:
+            for s in self._open:
+                s.close()
+            self._idle, self._open = None, []
+
+    def _run_sandboxed(self, argv, **kw):
+        idle = self._idle
+        if idle is None:
+            return self.sandbox.run(argv, **kw)
+        try:
+            s = idle.get_nowait()
+        except queue.Empty:
+            s = self.sandbox.session(self.limits)
+            self._open.append(s)
+        try:
+            return s.run(argv, **kw)
+        finally:
+            idle.put(s)
 
     def run(self, code: str, entry: str, inputs: Sequence, limits_s: Sequence[float], shapes: list | None = None,
             wall_cap_s: float | None = None):
@@ -296,8 +330,8 @@ class CodeExecutor:
         wall = min(wall_cap_s or self.limits.wall_s, 5 + 1.5 * sum(limits_s))
         lim = Limits(**{**self.limits.__dict__, "wall_s": wall, "cpu_s": int(wall) + 1,
                         "file_bytes": min(self.limits.file_bytes, RESULTS_BYTES)})
-        res = self.sandbox.run([self.python, *PYTHON_FLAGS, "runner.py", "solution.py", entry, "inputs.marshal",
-                                "results.jsonl"], files=files, limits=lim, collect=["results.jsonl"])
+        res = self._run_sandboxed([self.python, *PYTHON_FLAGS, "runner.py", "solution.py", entry, "inputs.marshal",
+                                   "results.jsonl"], files=files, limits=lim, collect=["results.jsonl"])
         if res.status == ExecStatus.ENV_ERROR:
             return res, []
         return res, parse_records((res.detail.get("files") or {}).get("results.jsonl"), len(inputs))
@@ -318,6 +352,9 @@ class CodingParams(AgentParams):
     per_input_s: float = 1.0  # an input's time limit: max(per_input_s, time_factor * the canonical seconds)
     time_factor: float = 4.0
     workers: int = 2  # completions judged at once
+    # one sandbox per judging thread for a whole evaluation, each run still a fresh, limited process
+    # (envs/sandbox/local_session.py); false: a one-shot sandbox per run, as before
+    sandbox_session: bool = True
     plus: bool = True  # judge the plus inputs too (reported beside the base pass@1)
     canonical_limit_s: float = 120.0
     canonical_wall_s: float = 600.0
@@ -500,7 +537,8 @@ class CodingDomain(AgentDomain):
         idx = self.indices(indices)
         reqs = [ChatRequest(self.sample_id(i), self.messages(samples[i]), samples[i], 0) for i in idx]
         completions = agent.respond(reqs)
-        with ThreadPoolExecutor(self.params.workers) as pool:
+        shared = self.executor.sessions() if self.params.sandbox_session else contextlib.nullcontext()
+        with shared, ThreadPoolExecutor(self.params.workers) as pool:
             futs = [pool.submit(self.judge, r.sample_id, samples[i], c) for r, i, c in zip(reqs, idx, completions)]
             results = [f.result() for f in tqdm(futs, desc=self.task, disable=not progress, leave=False)]
         quality = sum(r.score for r in results) / max(len(results), 1)

@@ -107,6 +107,34 @@ class CodeSandbox(ABC):
         """Run ``argv`` in a fresh sandbox whose working directory holds ``files``; ``collect`` names files
         of the working directory to return in ``detail["files"]`` (bytes, or None when absent)."""
 
+    def session(self, limits: Limits | None = None) -> "SandboxSession":
+        """Something with this sandbox's ``run`` that many runs, one at a time, may share (a backend whose
+        start is costly starts once per session); each run is still a fresh process under its own limits
+        and sees nothing an earlier run left. Here: every run is its own sandbox."""
+        return SandboxSession(self)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SandboxSession:
+    """Runs of one ``CodeSandbox`` made one at a time (one thread); ``close`` ends what the session
+    started. This base shares nothing: each run is a one-shot sandbox."""
+
+    def __init__(self, sandbox: CodeSandbox):
+        self.sandbox = sandbox
+
+    def run(self, argv: Sequence[str], *, files: Mapping[str, bytes | str] | None = None,
+            stdin: bytes | None = None, limits: Limits | None = None, env: Mapping[str, str] | None = None,
+            collect: Sequence[str] = ()) -> ExecResult:
+        return self.sandbox.run(argv, files=files, stdin=stdin, limits=limits, env=env, collect=collect)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -191,21 +219,29 @@ class CappedOutput:
 
     def result(self, rc: int | None, *, timed_out: bool, oom: bool, t0: float) -> ExecResult:
         """Classify the ending; a cut output ends with the visible truncation marker."""
-        if self.over.is_set():
-            status = ExecStatus.OUTPUT_LIMIT
-        elif oom:
-            status = ExecStatus.MEMORY
-        elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-            status = ExecStatus.TIMEOUT
+        return classify(rc, bytes(self.bufs["out"]), bytes(self.bufs["err"]), over=self.over.is_set(),
+                        timed_out=timed_out, oom=oom, t0=t0)
+
+
+def classify(rc: int | None, out: bytes, err: bytes, *, over: bool, timed_out: bool, oom: bool,
+             t0: float) -> ExecResult:
+    """How a run ended, from what every backend observes: output over the cap, the memory limit, the wall
+    clock or CPU time (SIGXCPU, or bubblewrap's 128 + SIGXCPU), else on its own. A cut output ends with
+    the visible truncation marker."""
+    if over:
+        status = ExecStatus.OUTPUT_LIMIT
+    elif oom:
+        status = ExecStatus.MEMORY
+    elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        status = ExecStatus.TIMEOUT
+    else:
+        status = ExecStatus.OK
+    if over:
+        if err:
+            err += TRUNCATION_MARKER
         else:
-            status = ExecStatus.OK
-        out, err = bytes(self.bufs["out"]), bytes(self.bufs["err"])
-        if self.over.is_set():
-            if err:
-                err += TRUNCATION_MARKER
-            else:
-                out += TRUNCATION_MARKER
-        return ExecResult(rc, out, err, status, time.monotonic() - t0)
+            out += TRUNCATION_MARKER
+    return ExecResult(rc, out, err, status, time.monotonic() - t0)
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float) -> bool:

@@ -249,14 +249,26 @@ class LocalSandbox(CodeSandbox):
                 _LIBC.umount2(str(base).encode(), MNT_DETACH)
             shutil.rmtree(base, ignore_errors=True)
 
-    def _bwrap_args(self, base: Path, prefixes: Sequence[str] = ()) -> list[str]:
+    def session(self, limits: Limits | None = None):
+        """One sandbox for many runs, each a fresh process (``envs.sandbox.local_session``)."""
+        from envs.sandbox.local_session import LocalSession
+        return LocalSession(self, limits or self.limits)
+
+    def _bwrap_args(self, base: Path, prefixes: Sequence[str] = (), shared: bool = False) -> list[str]:
+        """``shared``: for a session's sandbox, where runs follow each other: /tmp and /dev/shm are
+        directories of ``base`` (the harness wipes them from outside between runs), /dev/mqueue is
+        mounted (the server empties it) and /dev itself is read-only (a run could replace /dev/null)."""
         userns = ["--disable-userns"] if self.no_userns else []
+        tmp = (["--bind", str(base / "tmp"), "/tmp"] if shared
+               else ["--size", str(self.limits.workdir_bytes), "--tmpfs", "/tmp"])
         args = [self.bwrap, "--unshare-all", "--unshare-user", *userns, "--uid", "65534", "--gid", "65534",
                 "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                "--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.workdir_bytes), "--tmpfs", "/tmp",
+                "--proc", "/proc", "--dev", "/dev", *tmp,
                 "--dir", "/etc", "--bind", str(base / "work"), "/work", "--chdir", "/work", "--hostname", "sandbox"]
+        if shared:
+            args += ["--bind", str(base / "shm"), "/dev/shm", "--mqueue", "/dev/mqueue", "--remount-ro", "/dev"]
         for i, p in enumerate(prefixes):
             args += ["--ro-bind", str(base / f"py{i}"), p]
         # the sandbox's own root: nothing writable but /work and /tmp; /proc read-only (/proc/sys with it)

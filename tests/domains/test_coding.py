@@ -115,14 +115,16 @@ HOSTILE_SOLUTIONS = {
 
 
 @needs_sandbox
+@pytest.mark.parametrize("session", [True, False], ids=["one sandbox per evaluation", "one sandbox per run"])
 @pytest.mark.parametrize("name", sorted(HOSTILE_SOLUTIONS))
-def test_hostile_solutions_score_as_failures(tmp_path, name):
+def test_hostile_solutions_score_as_failures(tmp_path, name, session):
     code, status = HOSTILE_SOLUTIONS[name]
     sample = {"task_id": "H/1", "entry_point": "f", "canonical_solution": "def f(a, b):\n    return a + b\n",
               "prompt": '"""\nAdd.\nassert f(1, 2) == 3\n"""', "base_input": [[1, 2], [3, 4]], "plus_input": []}
     p = tmp_path / "h.jsonl"
     p.write_text(json.dumps(sample))
-    d = CodingDomain(task="coding", ctx=DomainContext(None, 0, SHARED_DATA), data=str(p), per_input_s=0.5)
+    d = CodingDomain(task="coding", ctx=DomainContext(None, 0, SHARED_DATA), data=str(p), per_input_s=0.5,
+                     sandbox_session=session)
     d.setup()
     r = d.run(ScriptedAgent(lambda s, t, m: code + "\n```"))
     s = r.samples[0]

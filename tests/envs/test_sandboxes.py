@@ -27,18 +27,36 @@ def docker_sandbox(limits):
         pytest.skip(f"docker sandbox unavailable: {exc}")
 
 
-@pytest.fixture(scope="module", params=["local", "docker"])
+class SessionRuns:
+    """A local sandbox whose runs all go through one session (``envs.sandbox.local_session``): the
+    hostile programs below then run one after another in the same sandbox, each leaving its worst."""
+
+    def __init__(self, local):
+        self.local, self.python = local, local.python
+        self.session = local.session(LIMITS)
+
+    def run(self, argv, **kw):
+        return self.session.run(argv, **kw)
+
+
+@pytest.fixture(scope="module", params=["local", "local session", "docker"])
 def sandbox(request):
     if request.param == "docker":
         if os.geteuid() != 0 and not os.environ.get("DOCKER_HOST"):
             pytest.skip("docker: no engine and not root")
-        return docker_sandbox(LIMITS)
+        yield docker_sandbox(LIMITS)
+        return
     from envs.sandbox.local import LocalSandbox
 
     ok, why = LocalSandbox.available()
     if not ok:
         pytest.skip(f"local sandbox unavailable: {why}")
-    return LocalSandbox(LIMITS)
+    if request.param == "local session":
+        runs = SessionRuns(LocalSandbox(LIMITS))
+        yield runs
+        runs.session.close()
+        return
+    yield LocalSandbox(LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +117,20 @@ def _sandbox_candidates() -> dict[str, str]:
             continue
         if "/cycleqd/run-" in cg and f"/cycleqd/run-{os.getpid()}-" not in cg:
             continue
+        if "/cycleqd/ses-" in cg and (f"/cycleqd/ses-{os.getpid()}-" not in cg or _session_process(pid)):
+            continue  # another process's session, or this one's bubblewrap, init and job server
         live[pid] = line
     return live
+
+
+def _session_process(pid: str) -> bool:
+    """Whether ``pid`` is a session's own: bubblewrap (and its init) started for the job server, or the
+    server itself; every run's process ends before the session answers."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return argv[-2:] == [b"/work/job_server.py", b""] and (b"bwrap" in argv[0] or argv[-4:-2] == [b"-s", b"-S"])
 
 
 def sandbox_processes(settle_s: float = 2.0) -> list[str]:
@@ -292,13 +322,21 @@ def test_no_cgroup_mount_or_container_is_left_behind(sandbox, monkeypatch):
         # container) are not this test's runs
         earlier = ({c.id for c in client().containers.list(all=True, filters=mine)},
                    {v.name for v in client().volumes.list(filters=mine)})
+    session = isinstance(sandbox, SessionRuns)
+    if session:
+        sandbox.session.close()  # the next run starts the session's sandbox again, under the patch
     py(sandbox, UNSHARE_CGROUPS)
     sandbox.run(["bash", "-c", "mkdir -p /work/d && (sleep 100 &) ; echo x"], files={"a/b.txt": "x"})
-    me = f"run-{os.getpid()}-"
-    left = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/cycleqd/{me}*")] + \
-           [str(p) for p in Path("/sys/fs/cgroup").glob(f"cycleqd/{me}*")]
+    if session:
+        sandbox.session.close()
+    left = [str(p) for me in (f"run-{os.getpid()}-", f"ses-{os.getpid()}-")
+            for p in [*Path("/sys/fs/cgroup").glob(f"*/cycleqd/{me}*"), *Path("/sys/fs/cgroup").glob(f"cycleqd/{me}*")]]
     assert not left, left
-    if isinstance(sandbox, local.LocalSandbox):
+    if session:
+        assert made  # one sandbox, or a second one if the cgroup attack broke the first
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert not [d for d in made if d in mounts or os.path.exists(d)], made
+    elif isinstance(sandbox, local.LocalSandbox):
         assert len(made) == 2
         mounts = Path("/proc/self/mountinfo").read_text()
         assert not [d for d in made if d in mounts or os.path.exists(d)], made
