@@ -289,22 +289,27 @@ class CodeExecutor:
         self.python = sandbox.python
         self._idle: queue.SimpleQueue | None = None  # sessions not in use, while ``sessions()`` is open
         self._open: list = []
+        self._users = 0
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def sessions(self):
         """Within: runs share sandboxes started once (``CodeSandbox.session``), one per judging thread at a
         time, each run still a fresh, limited process; closed on the way out. Why: the start of a one-shot
         local sandbox cost twice the judged program's own start, for each part of every completion."""
-        if self._idle is not None:  # already open (a nested call): the outer one closes them
-            yield
-            return
-        self._idle, self._open = queue.SimpleQueue(), []
+        with self._lock:  # evaluations may overlap (threads): the last one out closes the sessions
+            if self._users == 0:
+                self._idle, self._open = queue.SimpleQueue(), []
+            self._users += 1
         try:
             yield
         finally:
-            for s in self._open:
-                s.close()
-            self._idle, self._open = None, []
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    for s in self._open:
+                        s.close()
+                    self._idle, self._open = None, []
 
     def _run_sandboxed(self, argv, **kw):
         idle = self._idle
@@ -314,7 +319,8 @@ class CodeExecutor:
             s = idle.get_nowait()
         except queue.Empty:
             s = self.sandbox.session(self.limits)
-            self._open.append(s)
+            with self._lock:
+                self._open.append(s)
         try:
             return s.run(argv, **kw)
         finally:

@@ -140,3 +140,28 @@ def test_replay_command_on_a_new_file(tmp_path, capsys):
     p.write_text(json.dumps(SAMPLE | {"base_input": [[1, 2], [5, -5]]}))
     assert main(["replay", "coding", "--agent", "gold", "--data", str(p), "--data-root", str(SHARED_DATA)]) == 0
     assert "quality 1.0000 over 1 samples" in capsys.readouterr().out
+
+
+@needs_sandbox
+def test_overlapping_evaluations_share_sessions_and_the_last_closes_them(tmp_path):
+    """Two evaluations at once on one domain (threads): both judged right, and when both are done no
+    session sandbox of this process is left (its cgroups are the evidence)."""
+    import glob
+    import os
+    import threading
+
+    rows = [SAMPLE | {"task_id": f"S/{i}", "base_input": [[i, 2], [5, -i]]} for i in range(6)]
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    d = CodingDomain(task="coding", ctx=DomainContext(None, 0, SHARED_DATA), data=str(p))
+    d.setup()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(d.run(d.scripted_agent("gold")).quality)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [1.0, 1.0, 1.0]
+    assert d.executor._idle is None and not d.executor._open
+    assert not glob.glob(f"/sys/fs/cgroup/**/cycleqd/ses-{os.getpid()}-*", recursive=True)
+    d.close()
