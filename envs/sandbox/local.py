@@ -20,13 +20,10 @@ are off, bubblewrap starts as root, as it used to, and these last three keep the
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import secrets
 import shutil
-import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -35,133 +32,20 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from envs.sandbox.base import CodeSandbox, ExecResult, ExecStatus, Limits, wait_capped
+from envs.sandbox.host import (
+    CGROUP_ROOT,
+    LIBC,
+    MNT_DETACH,
+    SANDBOX_UID,
+    Cgroup,
+    bind_privately,
+    drop_to_sandbox_uid,
+    mount_tmpfs,
+    python_prefixes,
+    read_collected,
+)
+from envs.sandbox.local_session import LocalSession
 from harness.errors import HarnessError
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-SANDBOX_UID = 65534
-
-
-class Cgroup:
-    """A per-run cgroup (v1: pids + memory hierarchies; v2: one directory) that lists and kills the run."""
-
-    def __init__(self, name: str, limits: Limits):
-        self.v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
-        if self.v2:
-            self.dirs = [CGROUP_ROOT / "cycleqd" / name]
-            parent = CGROUP_ROOT / "cycleqd"
-            parent.mkdir(exist_ok=True)
-            try:
-                (parent / "cgroup.subtree_control").write_text("+pids +memory")
-            except OSError:
-                pass
-            self.dirs[0].mkdir()
-            (self.dirs[0] / "pids.max").write_text(str(limits.pids))
-            (self.dirs[0] / "memory.max").write_text(str(limits.memory_bytes))
-            (self.dirs[0] / "memory.swap.max").write_text("0") if (self.dirs[0] / "memory.swap.max").exists() else None
-        else:
-            pids = CGROUP_ROOT / "pids" / "cycleqd" / name
-            mem = CGROUP_ROOT / "memory" / "cycleqd" / name
-            pids.mkdir(parents=True)
-            mem.mkdir(parents=True)
-            self.dirs = [pids, mem]
-            (pids / "pids.max").write_text(str(limits.pids))
-            (mem / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-            try:
-                (mem / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
-            except OSError:
-                pass
-
-    def join_self(self) -> None:
-        """Called in the child between fork and exec: everything it starts is in the cgroup."""
-        for d in self.dirs:
-            with open(d / "cgroup.procs", "w") as fh:
-                fh.write("0")
-
-    def _tree(self) -> list[Path]:
-        """The run's cgroups and any it made below them (deepest first: the order ``rmdir`` needs)."""
-        out: list[Path] = []
-        for d in self.dirs:
-            for root, subdirs, _ in os.walk(d, topdown=False, followlinks=False):
-                out += [Path(root) / s for s in subdirs]
-            out.append(d)
-        return out
-
-    def pids(self) -> set[int]:
-        out: set[int] = set()
-        for d in self._tree():
-            try:
-                out |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
-            except OSError:
-                pass
-        return out
-
-    def oom_killed(self) -> bool:
-        if self.v2:
-            try:
-                ev = (self.dirs[0] / "memory.events").read_text()
-                return any(line.split()[0] == "oom_kill" and int(line.split()[1]) > 0 for line in ev.splitlines())
-            except OSError:
-                return False
-        try:
-            ctl = (self.dirs[1] / "memory.oom_control").read_text()
-            if any(line.startswith("oom_kill ") and int(line.split()[1]) > 0 for line in ctl.splitlines()):
-                return True
-            return int((self.dirs[1] / "memory.failcnt").read_text()) > 0 and "under_oom 1" in ctl
-        except OSError:
-            return False
-
-    def kill_all(self) -> None:
-        for _ in range(50):
-            live = self.pids()
-            if not live:
-                return
-            for pid in live:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-
-    def remove(self) -> None:
-        """Kill the run and remove its cgroups, child cgroups included (none must outlive the run)."""
-        self.kill_all()
-        for d in self._tree():
-            for _ in range(100):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
-
-
-def _read_collected(work: Path, name: str, max_bytes: int) -> bytes | None:
-    """A regular file the run left in its workdir, or None: missing, a link (a hostile run may point
-    ``results.jsonl`` at a host file; the harness reads as root), not a regular file, or too big."""
-    path = work / name
-    root, parent = os.path.realpath(work), os.path.realpath(path.parent)
-    if parent != root and not parent.startswith(root + os.sep):  # a linked directory on the way
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(max_bytes + 1)
-    finally:
-        os.close(fd)
-
-
-def _python_prefixes() -> list[str]:
-    """The base interpreter's installation (not the virtualenv: sandboxed code gets the standard library
-    only), bound read-only so sandboxed code can run Python."""
-    p = os.path.realpath(sys.base_prefix)
-    return [] if p.startswith("/usr") else [p]
 
 
 class LocalSandbox(CodeSandbox):
@@ -213,7 +97,7 @@ class LocalSandbox(CodeSandbox):
         cg = None
         t0 = time.monotonic()
         try:
-            _mount_tmpfs(base, lim.workdir_bytes)
+            mount_tmpfs(base, lim.workdir_bytes)
             mounted = True
             work.mkdir()
             work.chmod(0o777)
@@ -223,7 +107,7 @@ class LocalSandbox(CodeSandbox):
                 p.write_bytes(data.encode() if isinstance(data, str) else data)
                 for q in (Path(rel), *Path(rel).parents[:-1]):  # the file and the directories made for it
                     os.chown(work / q, SANDBOX_UID, SANDBOX_UID)
-            prefixes = _python_prefixes()
+            prefixes = python_prefixes()
             for i in range(len(prefixes)):
                 (base / f"py{i}").mkdir()
             cg = Cgroup(name, lim)
@@ -237,7 +121,7 @@ class LocalSandbox(CodeSandbox):
                 start_new_session=True)
             result = wait_capped(proc, cg.kill_all, lim, stdin, t0, oom=cg.oom_killed)
             if collect:
-                result.detail["files"] = {c: _read_collected(work, c, lim.file_bytes) for c in collect}
+                result.detail["files"] = {c: read_collected(work, c, lim.file_bytes) for c in collect}
             return result
         except (OSError, subprocess.CalledProcessError) as exc:
             return ExecResult(None, b"", str(exc).encode(), ExecStatus.ENV_ERROR, time.monotonic() - t0,
@@ -246,12 +130,11 @@ class LocalSandbox(CodeSandbox):
             if cg is not None:
                 cg.remove()
             if mounted:
-                _LIBC.umount2(str(base).encode(), MNT_DETACH)
+                LIBC.umount2(str(base).encode(), MNT_DETACH)
             shutil.rmtree(base, ignore_errors=True)
 
     def session(self, limits: Limits | None = None):
         """One sandbox for many runs, each a fresh process (``envs.sandbox.local_session``)."""
-        from envs.sandbox.local_session import LocalSession
         return LocalSession(self, limits or self.limits)
 
     def _bwrap_args(self, base: Path, prefixes: Sequence[str] = (), shared: bool = False) -> list[str]:
@@ -280,51 +163,16 @@ class LocalSandbox(CodeSandbox):
 
         def fn():
             cg.join_self()
-            _bind_privately(binds)
+            bind_privately(binds)
             resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes + (256 << 20),) * 2)
             resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes,) * 2)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile,) * 2)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if as_nobody:
-                _drop_to_sandbox_uid()
+                drop_to_sandbox_uid()
 
         return fn
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH = 0x20000, 0x1000, 0x4000, 0x40000, 2
-
-
-def _mount_tmpfs(path: Path, size_bytes: int) -> None:
-    """The run's size-limited tmpfs, by the mount syscall (the ``mount`` binary cost a process start per
-    judgement); unmounted lazily (``umount2(MNT_DETACH)``, as ``umount -l``) when the run ends."""
-    opts = f"size={int(size_bytes)},mode=0755".encode()
-    if _LIBC.mount(b"tmpfs", str(path).encode(), b"tmpfs", 0, opts) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"sandbox: mounting the workdir tmpfs on {path}: {os.strerror(err)}")
-
-
-def _bind_privately(binds: Sequence[tuple[bytes, bytes]]) -> None:
-    """Between fork and exec, as root: in a mount namespace of this process alone (no mount is ever
-    seen on, or left behind on, the host), bind each Python installation (source) to ``base/py<i>``
-    (target), a path uid 65534 can walk (the installation may sit under /root, mode 0700); bubblewrap
-    binds it back where it was."""
-    if not binds:
-        return
-    if _LIBC.unshare(CLONE_NEWNS) != 0 or _LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "sandbox: private mount namespace")
-    for src, dst in binds:
-        if _LIBC.mount(src, dst, None, MS_BIND | MS_REC, None) != 0:
-            raise OSError(ctypes.get_errno(), f"sandbox: binding {src!r}")
-
-
-def _drop_to_sandbox_uid() -> None:
-    """Between fork and exec, after joining the cgroup and setting the rlimits (as root): become uid
-    65534 for good, so bubblewrap and everything it starts run as the host's nobody."""
-    os.setgroups([])
-    os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-    os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
 
 
 _MODE: list[tuple[bool | None, str]] = []
@@ -340,7 +188,7 @@ def _bwrap_mode() -> tuple[bool | None, str]:
                                                               else []),
                 "--uid", "65534", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib",
                 "/lib", "--symlink", "usr/lib64", "/lib64", "/bin/true"]
-        nobody = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_drop_to_sandbox_uid)
+        nobody = subprocess.run(argv, capture_output=True, text=True, preexec_fn=drop_to_sandbox_uid)
         if nobody.returncode == 0:
             _MODE.append((True, ""))
         else:

@@ -37,16 +37,16 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from envs.sandbox.base import ExecResult, Limits, SandboxSession, classify
-from envs.sandbox.local import (
-    _LIBC,
+from envs.sandbox.host import (
+    LIBC,
     MNT_DETACH,
     SANDBOX_UID,
     Cgroup,
-    _bind_privately,
-    _drop_to_sandbox_uid,
-    _mount_tmpfs,
-    _python_prefixes,
-    _read_collected,
+    bind_privately,
+    drop_to_sandbox_uid,
+    mount_tmpfs,
+    python_prefixes,
+    read_collected,
 )
 
 SERVER = Path(__file__).with_name("job_server.py")
@@ -77,7 +77,7 @@ class LocalSession(SandboxSession):
         lim = self.limits
         base = Path(tempfile.mkdtemp(prefix="cycleqd-ses-"))
         self.base = base
-        _mount_tmpfs(base, lim.workdir_bytes)
+        mount_tmpfs(base, lim.workdir_bytes)
         self._mounted = True
         (base / "work").mkdir(mode=0o755)  # root's: a run writes only in its own directory below
         for d in ("tmp", "shm"):
@@ -85,7 +85,7 @@ class LocalSession(SandboxSession):
             os.chown(base / d, SANDBOX_UID, SANDBOX_UID)
             (base / d).chmod(0o1777)
         shutil.copyfile(SERVER, base / "work" / "job_server.py")
-        prefixes = _python_prefixes()
+        prefixes = python_prefixes()
         for i in range(len(prefixes)):
             (base / f"py{i}").mkdir()
         self.cg = Cgroup(f"ses-{os.getpid()}-{secrets.token_hex(6)}",
@@ -96,14 +96,14 @@ class LocalSession(SandboxSession):
 
         def preexec():
             cg.join_self()
-            _bind_privately(binds)
+            bind_privately(binds)
             # the hard limits a run's own may not exceed; the server's CPU time is not limited
             resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes + (256 << 20),) * 2)
             resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes,) * 2)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile,) * 2)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if as_nobody:
-                _drop_to_sandbox_uid()
+                drop_to_sandbox_uid()
 
         self.proc = subprocess.Popen(
             self.sandbox._bwrap_args(base, prefixes, shared=True)
@@ -220,7 +220,7 @@ class LocalSession(SandboxSession):
             self.oom_seen = self._oom_kills()
             result = classify(rc, out, err, over=flags[1], timed_out=flags[0], oom=oom, t0=t0)
             if collect:
-                result.detail["files"] = {c: _read_collected(job, c, lim.file_bytes) for c in collect}
+                result.detail["files"] = {c: read_collected(job, c, lim.file_bytes) for c in collect}
             if not flags[2] or len(self.cg.pids()) > self.idle_pids:
                 self.close()  # the run is judged; the next one gets a new sandbox
             return result
@@ -244,7 +244,7 @@ class LocalSession(SandboxSession):
             self.cg = None
         if self.base is not None:
             if getattr(self, "_mounted", False):
-                _LIBC.umount2(str(self.base).encode(), MNT_DETACH)
+                LIBC.umount2(str(self.base).encode(), MNT_DETACH)
                 self._mounted = False
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None

@@ -42,7 +42,7 @@ from typing import Sequence
 from envs.rootfs import ensure_rootfs
 from envs.sandbox import judge_root
 from envs.sandbox.base import ExecStatus, Limits
-from envs.sandbox.local import Cgroup
+from envs.sandbox.host import Cgroup
 from envs.sandbox.seccomp import no_user_namespaces
 from envs.sandbox.shell import InteractiveShell, ShellOutput  # noqa: F401 - ShellOutput re-exported
 from harness.errors import HarnessError
