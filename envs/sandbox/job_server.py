@@ -88,6 +88,13 @@ def clear_ipc():
     return ok
 
 
+def keep(buf, chunk, cap, total):
+    """Append what fits of ``chunk`` under ``cap`` bytes of output in all; the new total written."""
+    if cap > total:
+        buf += chunk[:cap - total]
+    return total + len(chunk)
+
+
 def run(req):
     cap = int(req["out"])
     lim = [(resource.RLIMIT_AS, int(req["as"])), (resource.RLIMIT_FSIZE, int(req["fsize"])),
@@ -132,10 +139,7 @@ def run(req):
             if not chunk:
                 open_fds.discard(fd)
                 continue
-            room = cap - total
-            if room > 0:
-                bufs[fd] += chunk[:room]
-            total += len(chunk)
+            total = keep(bufs[fd], chunk, cap, total)
         if total > cap:
             over = True
             break
@@ -148,10 +152,7 @@ def run(req):
             chunk = os.read(fd, 65536) if ready else b""
             if not chunk:
                 break
-            room = cap - total
-            if room > 0:
-                bufs[fd] += chunk[:room]
-            total += len(chunk)
+            total = keep(bufs[fd], chunk, cap, total)
             over = over or total > cap
     proc.stdout.close()
     proc.stderr.close()

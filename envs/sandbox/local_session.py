@@ -216,8 +216,8 @@ class LocalSession(SandboxSession):
             if not (rc is None or type(rc) is int) or not all(type(f) is bool for f in flags) \
                     or len(out) + len(err) > lim.output_bytes:
                 raise SessionBroken("the job server's reply breaks the protocol")
-            oom = self._oom_kills() > self.oom_seen
-            self.oom_seen = self._oom_kills()
+            kills = self._oom_kills()
+            oom, self.oom_seen = kills > self.oom_seen, kills
             result = classify(rc, out, err, over=flags[1], timed_out=flags[0], oom=oom, t0=t0)
             if collect:
                 result.detail["files"] = {c: read_collected(job, c, lim.file_bytes) for c in collect}
